@@ -1,0 +1,55 @@
+"""Per-slice intensity normalisation of 2D images and slice stacks."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
+from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
+
+__all__ = ["ZScoreSlices", "ZScoreSlicesd"]
+
+
+class ZScoreSlices(Transform):
+    """Z-score each 2D slice on its own: ``(x - mean) / max(std, eps)`` over the in-plane axes ``(H, W)``.
+
+    Args:
+        eps: floor on the standard deviation, so that a constant slice maps to zeros rather than NaN.
+
+    Shapes: ``(C, H, W)`` (each channel a slice) or ``(C, H, W, D)`` (each ``[c, :, :, d]`` a slice) -> float32 of
+    the same shape and type.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        if eps <= 0:
+            raise ValueError(f"eps: expected > 0, found {eps}")
+        self.eps = eps
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, dtype=torch.float32, track_meta=False)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"ZScoreSlices: expected (C, H, W) or (C, H, W, D), found shape {tuple(x.shape)}")
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        std = x.std(dim=(1, 2), keepdim=True, unbiased=False).clamp_min(self.eps)
+        return convert_to_dst_type((x - mean) / std, img, dtype=torch.float32)[0]
+
+
+class ZScoreSlicesd(MapTransform):
+    """Dictionary twin of :class:`ZScoreSlices`."""
+
+    backend = ZScoreSlices.backend
+
+    def __init__(self, keys: KeysCollection, eps: float = 1e-6, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ZScoreSlices(eps)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d

@@ -1,0 +1,96 @@
+"""Per-bundle test settings: how to write its synthetic data set and the overrides that make a run tiny.
+
+A new bundle adds one entry to ``SPECS``; every test in this folder then runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from common.data.acdc import write_synthetic_acdc
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    write_data: Callable[[Path], Path]
+    tiny: dict  # overrides merged on every config of the bundle in tests
+    input_shape: Sequence[int]  # (B, C, *S) for TorchScript export checks
+    train_configs: Sequence[str] = ("train.json",)
+    extra: dict = field(default_factory=dict)
+
+
+SPECS = {
+    "igs_acdc": BundleSpec(
+        write_data=lambda out: write_synthetic_acdc(out, n_training=5, n_testing=2, seed=0),
+        tiny={"image_size": 32, "unet_features": [4, 4, 8, 8, 16, 4], "epochs": 2, "batch_size": 8, "num_workers": 0,
+              "fine_tune_epochs": 1, "igs_lines_per_iteration": 1},
+        input_shape=(2, 1, 32, 32),
+    ),
+}
+
+
+def run_bundle(
+    bundle_root: Path, configs: Sequence[str], tmp: Path, *args: str, run_id: str = "run", timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run <run_id>`` on the bundle's configs plus the tiny overrides, as a user runs it."""
+    tiny = tmp / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[bundle_root.name].tiny))
+    files = [str(bundle_root / "configs" / c) for c in configs] + [str(tiny)]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(files),
+           "--bundle_root", str(bundle_root), "--meta_file", str(bundle_root / "configs" / "metadata.json"), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r
+
+
+@pytest.fixture(scope="session")
+def bundle_data(tmp_path_factory) -> Callable[[str], Path]:
+    """Synthetic data per bundle, written once per session."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = SPECS[name].write_data(tmp_path_factory.mktemp(f"data_{name}"))
+        return cache[name]
+
+    return get
+
+
+@dataclass(frozen=True)
+class TrainedBundle:
+    name: str
+    root: Path  # a copy of the bundle (the repository is never written to)
+    tmp: Path
+    data: Path
+    log: str
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory, bundle_data) -> Callable[[str], TrainedBundle]:
+    """Each bundle copied to a temporary folder and trained once (tiny, with ``--tracking mlflow``)."""
+    cache: dict[str, TrainedBundle] = {}
+
+    def get(name: str) -> TrainedBundle:
+        if name not in cache:
+            tmp = tmp_path_factory.mktemp(f"bundle_{name}")
+            root = Path(shutil.copytree(REPO / "bundles" / name, tmp / name, ignore=shutil.ignore_patterns("models", "eval")))
+            data = bundle_data(name)
+            r = run_bundle(root, SPECS[name].train_configs, tmp, "--dataset_dir", str(data), "--tracking", "mlflow",
+                           run_id="training")
+            cache[name] = TrainedBundle(name, root, tmp, data, r.stdout + r.stderr)
+        return cache[name]
+
+    return get

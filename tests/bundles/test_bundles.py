@@ -1,0 +1,131 @@
+"""Checks every bundle under bundles/ must pass: metadata, config properties, network in/out, TorchScript export,
+MLflow tracking, resumable training. Bundle-specific settings live in conftest.SPECS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
+
+from tests.bundles.conftest import BUNDLES, REPO, SPECS
+
+
+def test_every_bundle_has_test_settings():
+    assert BUNDLES and set(BUNDLES) <= set(SPECS), f"add test settings for {set(BUNDLES) - set(SPECS)} to SPECS"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_layout_and_metadata(bundle, tmp_path):
+    root = REPO / "bundles" / bundle
+    for f in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/logging.conf",
+              "LICENSE", "docs/README.md"):
+        assert (root / f).is_file(), f"{root / f}: expected (Model Zoo layout), found no file"
+    schema = tmp_path / "schema.json"  # given locally: verify_metadata would download it from the schema URL
+    shutil.copy(REPO / "tests" / "bundles" / "meta_schema.json", schema)
+    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema))
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert "note" not in meta["eval_metrics"], "eval_metrics must hold measured figures"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("workflow", ["train", "inference"])
+def test_config_properties(bundle, workflow):
+    root = REPO / "bundles" / bundle
+    config = root / "configs" / ("train.json" if workflow == "train" else "inference.json")
+    wf = ConfigWorkflow(config_file=str(config), meta_file=str(root / "configs" / "metadata.json"),
+                        logging_file=str(root / "configs" / "logging.conf"), workflow_type=workflow)
+    assert not wf.check_properties(), f"{config}: missing required properties {wf.check_properties()}"
+    if workflow == "train":
+        assert "training" in wf.parser and "run" in wf.parser  # both `run training` and `run` work
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_net_in_out(bundle, tmp_path):
+    root = REPO / "bundles" / bundle
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[bundle].tiny))
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+           "--meta_file", str(root / "configs" / "metadata.json"),
+           "--config_file", str([str(root / "configs" / "inference.json"), str(tiny)]), "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data shape of network is verified with no error" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_torchscript_export_matches_eager(bundle, trained_bundle, tmp_path):
+    tb = trained_bundle(bundle)
+    tiny = tb.tmp / "tiny.json"
+    ts = tmp_path / "model.ts"
+    configs = [str(tb.root / "configs" / "inference.json"), str(tiny)]
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
+           "--ckpt_file", str(tb.root / "models" / "model.pt"), "--meta_file",
+           str(tb.root / "configs" / "metadata.json"), "--config_file", str(configs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser["bundle_root"] = str(tb.root)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(tb.root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    scripted = torch.jit.load(str(ts), map_location="cpu").eval()
+    x = torch.randn(*SPECS[bundle].input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_mlflow_run_recorded(bundle, trained_bundle):
+    from mlflow.tracking import MlflowClient
+
+    tb = trained_bundle(bundle)
+    output_dir = ConfigParser.load_config_file(tb.root / "configs" / "train.json").get("output_dir")
+    assert output_dir == "$@bundle_root + '/eval'"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tb.root / 'eval' / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("monai_experiment")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    epochs = SPECS[bundle].tiny["epochs"]
+    assert run.data.params["max_epochs"] == str(epochs)
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs
+    key = next(k for k in run.data.metrics if k.startswith("val_"))
+    assert len(client.get_metric_history(run.info.run_id, key)) == epochs
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert any(a.endswith(".json") for a in artifacts), f"expected the executed config as an artifact, found {artifacts}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
+    from tests.bundles.conftest import run_bundle
+
+    root = shutil.copytree(REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({**SPECS[bundle].tiny, "epochs": 4}))
+    files = [str(root / "configs" / c) for c in SPECS[bundle].train_configs] + [str(tiny)]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(files),
+           "--bundle_root", str(root), "--dataset_dir", str(bundle_data(bundle))]
+    last = root / "models" / "checkpoint_last.pt"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # mid-run, after the first saved epoch
+    proc.wait()
+    saved = torch.load(last, map_location="cpu", weights_only=False)  # never half-written
+    done = saved["engine"]["epoch"]
+    assert 1 <= done <= 4
+    r = run_bundle(root, SPECS[bundle].train_configs, tmp_path, "--dataset_dir", str(bundle_data(bundle)),
+                   "--epochs", "4", run_id="training")
+    if done < 4:
+        assert f"resumed from {last} at epoch {done}" in r.stdout + r.stderr
+    assert torch.load(last, map_location="cpu", weights_only=False)["engine"]["epoch"] == 4
