@@ -15,9 +15,19 @@ from torch import nn
 from tqdm import tqdm
 
 from common.atomic_io import atomic_path
+from common.intensity import zscore_slices
 from common.kspace import fftc, line_mask, num_lines, save_line_pattern, undersample_hybrid
 
-__all__ = ["igs_loss", "cache_hybrid_kspace", "mask_gradient", "IterativeGradientSampling", "plot_igs_search"]
+__all__ = [
+    "igs_loss",
+    "cache_hybrid_kspace",
+    "network_input",
+    "mask_gradient",
+    "IterativeGradientSampling",
+    "plot_igs_search",
+]
+
+Normalize = Callable[[torch.Tensor], torch.Tensor]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +60,18 @@ def cache_hybrid_kspace(
     return batches
 
 
+def network_input(
+    hybrid: torch.Tensor, mask: torch.Tensor, pe_dim: int = -1, normalize: Normalize | None = zscore_slices
+) -> torch.Tensor:
+    """What the network sees for an acquisition with ``mask``: the zero-filled magnitude, then ``normalize``d
+    (per-slice z-score, as in training: the scanner acquires the raw magnitude, normalisation comes after).
+
+    ``hybrid`` complex ``(B, C, H, W)`` from :func:`cache_hybrid_kspace` -> float ``(B, C, H, W)``.
+    """
+    image = undersample_hybrid(hybrid, mask, pe_dim)
+    return image if normalize is None else normalize(image)
+
+
 def mask_gradient(
     network: nn.Module,
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -57,17 +79,19 @@ def mask_gradient(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     pe_dim: int = -1,
     amp: bool = False,
+    normalize: Normalize | None = zscore_slices,
 ) -> tuple[torch.Tensor, float]:
     """``dLoss/dmask`` summed over all batches, and the mean batch loss, at the given line mask.
 
     ``mask`` ``(W,)`` or ``(C, W)``; the network is applied to the undersampled images as it is (call ``eval()`` and
-    freeze it first). ``amp`` runs the network under autocast on CUDA; the FFTs stay in float32.
+    freeze it first). ``amp`` runs the network under autocast on CUDA; the FFTs stay in float32. ``normalize`` as in
+    :func:`network_input`.
     """
     mask = mask.detach().clone().requires_grad_(True)
     total = 0.0
     device_type = mask.device.type
     for hybrid, label in batches:
-        image = undersample_hybrid(hybrid, mask, pe_dim)
+        image = network_input(hybrid, mask, pe_dim, normalize)
         with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
             loss = loss_fn(network(image).float(), label)
         loss.backward()
@@ -88,7 +112,8 @@ class IterativeGradientSampling:
     Args:
         network: segmentation network pretrained on fully sampled images; ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
             It is put in eval mode and its parameters are frozen.
-        data: slice dicts with ``image`` ``(C, H, W)`` and ``label`` ``(1, H, W)`` (class indices).
+        data: slice dicts with ``image`` ``(C, H, W)`` (magnitude, before normalisation) and ``label``
+            ``(1, H, W)`` (class indices).
         output_dir: where ``igs_x{acc}.npy``/``.json``, ``igs_state.json`` and ``igs_search.png`` go.
         accelerations: factors to write patterns for.
         loss: a name for :func:`igs_loss` or a callable ``(logits, label) -> scalar``.
@@ -100,6 +125,8 @@ class IterativeGradientSampling:
         batch_size: slices per gradient batch.
         device: where the search runs; the k-space of ``data`` is cached there.
         amp: autocast the network on CUDA (check that it keeps the ranking for your network).
+        normalize: applied to each undersampled image before the network (default per-slice z-score, as the
+            bundles train); ``None`` feeds the magnitude as it is.
         resume: continue from ``igs_state.json`` when present.
     """
 
@@ -117,6 +144,7 @@ class IterativeGradientSampling:
         batch_size: int = 32,
         device: str | torch.device = "cpu",
         amp: bool = False,
+        normalize: Normalize | None = zscore_slices,
         resume: bool = True,
     ) -> None:
         if not data:
@@ -137,6 +165,7 @@ class IterativeGradientSampling:
         self.pe_dim = pe_dim
         self.batch_size = batch_size
         self.amp = amp
+        self.normalize = normalize
         self.resume = resume
         self.state_file = self.output_dir / "igs_state.json"
 
@@ -205,7 +234,7 @@ class IterativeGradientSampling:
             count = len(orders[0])
             next_budget = min(b for b, _ in self.budgets if b > count)
             grad, loss = mask_gradient(self.network, batches, self._mask(orders, count), self.loss_fn,
-                                       self.pe_dim, self.amp)
+                                       self.pe_dim, self.amp, self.normalize)
             history.append([count, loss])
             grad = grad.reshape(len(orders), self.width).cpu()
             k = min(self.lines_per_iteration, next_budget - count)
@@ -216,10 +245,11 @@ class IterativeGradientSampling:
             self._save_state(orders, history)
             bar.update(k)
             bar.set_postfix(loss=f"{loss:.4f}")
+            logger.info("IGS: %d/%d lines, search loss %.4f at %d lines", len(orders[0]), target, loss, count)
         bar.close()
         if not history or history[-1][0] < target:  # the loss at the final pattern
             loss = mask_gradient(self.network, batches, self._mask(orders, target), self.loss_fn, self.pe_dim,
-                                 self.amp)[1]
+                                 self.amp, self.normalize)[1]
             history.append([target, loss])
             self._save_state(orders, history)
         written = self._write_patterns(orders, history)

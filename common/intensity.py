@@ -10,7 +10,14 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["ZScoreSlices", "ZScoreSlicesd"]
+__all__ = ["zscore_slices", "ZScoreSlices", "ZScoreSlicesd"]
+
+
+def zscore_slices(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Z-score every 2D slice ``x[..., :, :]`` over its last two axes; ``(*, H, W)`` -> same shape. Differentiable."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp_min(eps)
+    return (x - mean) / std
 
 
 class ZScoreSlices(Transform):
@@ -34,9 +41,11 @@ class ZScoreSlices(Transform):
         x = convert_to_tensor(img, dtype=torch.float32, track_meta=False)
         if x.ndim not in (3, 4):
             raise ValueError(f"ZScoreSlices: expected (C, H, W) or (C, H, W, D), found shape {tuple(x.shape)}")
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        std = x.std(dim=(1, 2), keepdim=True, unbiased=False).clamp_min(self.eps)
-        return convert_to_dst_type((x - mean) / std, img, dtype=torch.float32)[0]
+        if x.ndim == 4:  # (C, H, W, D): slices along the last axis
+            out = zscore_slices(x.movedim(-1, 1), self.eps).movedim(1, -1)
+        else:
+            out = zscore_slices(x, self.eps)
+        return convert_to_dst_type(out.contiguous(), img, dtype=torch.float32)[0]
 
 
 class ZScoreSlicesd(MapTransform):

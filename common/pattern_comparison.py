@@ -15,8 +15,9 @@ from torch import nn
 from tqdm import tqdm
 
 from common.atomic_io import atomic_path
-from common.igs import cache_hybrid_kspace, igs_loss
-from common.kspace import line_mask, load_line_pattern, undersample_hybrid
+from common.igs import Normalize, cache_hybrid_kspace, igs_loss, network_input
+from common.intensity import zscore_slices
+from common.kspace import line_mask, load_line_pattern
 
 __all__ = ["volume_dice", "fine_tune", "PatternComparison"]
 
@@ -39,6 +40,7 @@ def volume_dice(
     num_classes: int,
     pe_dim: int = -1,
     amp: bool = False,
+    normalize: Normalize | None = zscore_slices,
 ) -> np.ndarray:
     """Dice per volume and class of the network on images undersampled with ``mask``.
 
@@ -53,7 +55,7 @@ def volume_dice(
     total = torch.zeros_like(inter)
     start = 0
     for hybrid, label in batches:
-        image = undersample_hybrid(hybrid, mask, pe_dim)
+        image = network_input(hybrid, mask, pe_dim, normalize)
         with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
             pred = network(image).argmax(1)
         gt = label[:, 0].long()
@@ -77,6 +79,7 @@ def fine_tune(
     pe_dim: int = -1,
     amp: bool = False,
     seed: int = 0,
+    normalize: Normalize | None = zscore_slices,
 ) -> nn.Module:
     """A copy of ``network`` fine-tuned on images undersampled with ``mask`` (AdamW; 0.75 Dice + 0.25 CE)."""
     net = copy.deepcopy(network).train()
@@ -90,7 +93,7 @@ def fine_tune(
     for _ in range(epochs):
         for i in torch.randperm(len(batches), generator=gen).tolist():
             hybrid, label = batches[i]
-            image = undersample_hybrid(hybrid, mask, pe_dim)
+            image = network_input(hybrid, mask, pe_dim, normalize)
             with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
                 value = loss_fn(net(image).float(), label)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,187 @@
+"""Benchmarks of the DeepIGeoS building blocks (geodesic maps, R-Net, CRF-Net); prints measured figures.
+
+(a) one refinement step on a synthetic BraTS-sized volume: simulated clicks on the P-Net errors, two geodesic maps,
+    3D R-Net forward, CRF-Net(fu) iterations; seconds per part (targets: under 5 s on 2 CPU cores, under 1 s on a
+    GPU), on the whole volume and on a region of interest around the tumour.
+(b) geodesic maps of a 3D volume: GeodisTK vs FastGeodis on CPU vs FastGeodis on CUDA, side by side (median of
+    repeats, with min and max: FastGeodis' OpenMP path is erratic on shared cores).
+(c) CRF-Net forward + backward on a 3D volume, per window: seconds and peak memory (each in a fresh process; on CPU
+    the peak resident memory above the inputs, on CUDA ``max_memory_allocated``).
+
+The data are synthetic (an ellipsoid "brain" with a spherical "tumour", Gaussian noise); untrained weights. CUDA
+is used automatically when available (``--device cpu`` to force the CPU).
+
+Usage: python benchmarks/bench_deepigeos.py [--volume "[240,240,155]"] [--roi "[96,96,96]"] [--geodesic_size 128]
+    [--crf_size 96] [--crf_windows "[3,5]"] [--crf_iterations 5] [--repeats 3] [--device auto] [--parts abc]
+"""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing as mp
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import fire
+import monai
+import numpy as np
+import torch
+
+from common.crf import CRFNet
+from common.geodesic import geodesic_map, has_fastgeodis
+from common.interactions import SimulateClicks
+from common.networks.pnet import rnet
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _seconds(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def synthetic_case(shape: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-scored image ``(1, *shape)``, tumour mask and a P-Net-like label with a missed cap and a false blob."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
+    brain = sum(g**2 / r**2 for g, r in zip(grid, (0.8, 0.9, 0.85))) < 1
+    centre = (0.25, -0.2, 0.1)
+    radius = 12 / min(shape) * 2  # a tumour about 24 voxels across
+    tumour = sum((g - c) ** 2 for g, c in zip(grid, centre)) < radius**2
+    image = brain * 1.0 + tumour * 1.5 + rng.normal(0, 0.2, shape).astype(np.float32)
+    image = (image - image.mean()) / image.std()
+    pred = tumour.copy()
+    pred[(grid[0] > centre[0] + 0.5 * radius) & tumour] = False  # a missed cap: foreground clicks
+    blob = sum((g - c) ** 2 for g, c in zip(grid, (-0.3, 0.3, -0.2))) < (0.4 * radius) ** 2
+    pred |= blob  # a false positive: background clicks
+    return image[None].astype(np.float32), tumour[None].astype(np.uint8), pred[None].astype(np.uint8)
+
+
+def bench_refinement(shape: Sequence[int], device: torch.device, features: int, window: int, iterations: int,
+                     label: str) -> None:
+    image, truth, pred = synthetic_case(shape)
+    net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features).to(device).eval()
+    crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()
+    with torch.inference_mode():  # warm-up on a small volume (kernels, allocator)
+        x = torch.zeros(1, 4, 24, 24, 24, device=device)
+        crf(net(x), x[:, :1])
+    t_clicks, (seeds, fg, bg) = _seconds(lambda: SimulateClicks().set_random_state(0)(pred, truth), device)
+    img = torch.from_numpy(image).to(device)
+    seeds = torch.as_tensor(seeds).to(device)
+    t_geo, maps = _seconds(lambda: geodesic_map(img, seeds), device)
+    with torch.inference_mode():
+        x = torch.cat([img, torch.from_numpy(pred).float().to(device), maps])[None]
+        t_net, logits = _seconds(lambda: net(x), device)
+        t_crf, q = _seconds(lambda: crf(logits, img[None], seeds[None]), device)
+    total = t_geo + t_net + t_crf
+    backend = "FastGeodis" if device.type == "cuda" and has_fastgeodis else "GeodisTK"
+    print(f"(a) {label} {tuple(shape)} on {device}: {len(fg)} fg + {len(bg)} bg clicks (simulated in {t_clicks:.2f} s)"
+          f" | geodesic maps x2 ({backend}) {t_geo:.2f} s | R-Net 3D fwd ({features} ch/block) {t_net:.2f} s | "
+          f"CRF-Net(fu) window {window}, {iterations} it {t_crf:.2f} s | step total {total:.2f} s")
+
+
+def bench_geodesic(size: int, repeats: int) -> None:
+    image, _, _ = synthetic_case((size,) * 3, seed=1)
+    seeds = np.zeros((1, size, size, size), dtype=np.uint8)
+    for i in range(3):
+        seeds[(0, *(np.array([size // 3, size // 2, size // 2]) + 7 * i))] = 1
+    img, sd = torch.from_numpy(image), torch.from_numpy(seeds)
+    runs = [("GeodisTK CPU", "geodistk", torch.device("cpu"))]
+    if has_fastgeodis:
+        runs.append(("FastGeodis CPU", "fastgeodis", torch.device("cpu")))
+        if torch.cuda.is_available():
+            runs.append(("FastGeodis CUDA", "fastgeodis", torch.device("cuda")))
+    cells = []
+    for name, backend, device in runs:
+        a, b = img.to(device), sd.to(device)
+        geodesic_map(a, b, backend=backend)  # warm-up
+        times = [_seconds(lambda: geodesic_map(a, b, backend=backend), device)[0] for _ in range(repeats)]
+        cells.append(f"{name} {statistics.median(times):.2f} s [{min(times):.2f}-{max(times):.2f}]")
+    if not has_fastgeodis:
+        cells.append("FastGeodis not installed")
+    elif not torch.cuda.is_available():
+        cells.append("FastGeodis CUDA: no GPU here")
+    print(f"(b) geodesic map {size}^3, lambda 1, 2 iterations, median of {repeats}: " + " | ".join(cells))
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def _crf_child(size: int, window: int, iterations: int, checkpoint: bool, device_name: str) -> dict[str, float]:
+    """Runs in a fresh process so that peak memory belongs to this configuration alone."""
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    crf = CRFNet(3, num_classes=2, window=window, iterations=iterations, checkpoint=checkpoint).to(device)
+    small = torch.randn(1, 2, 16, 16, 16, device=device, requires_grad=True)
+    crf(small, small[:, :1].detach())[:, 1].sum().backward()  # warm-up
+    logits = torch.randn(1, 2, size, size, size, device=device, requires_grad=True)
+    feats = torch.randn(1, 1, size, size, size, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak resident size (VmHWM) to the current one
+    rss0 = _status_kib("VmRSS")
+    t_fwd, q = _seconds(lambda: crf(logits, feats), device)
+    t_bwd, _ = _seconds(lambda: q[:, 1].sum().backward(), device)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    else:
+        peak = (_status_kib("VmHWM") - rss0) / 2**20
+    return {"fwd": t_fwd, "bwd": t_bwd, "peak_gib": peak, "offsets": 2 * len(crf.half_offsets)}
+
+
+def bench_crf(size: int, windows: Sequence[int], iterations: int, device: torch.device) -> None:
+    configs = [(w, True) for w in windows] + [(min(windows), False)]
+    ctx = mp.get_context("spawn")
+    for window, checkpoint in configs:
+        with ctx.Pool(1) as pool:
+            r = pool.apply(_crf_child, (size, window, iterations, checkpoint, str(device)))
+        mem = "peak GPU memory" if device.type == "cuda" else "peak RSS above inputs"
+        print(f"(c) CRF-Net {size}^3 on {device}, window {window} ({r['offsets']} neighbours), {iterations} it, "
+              f"checkpoint {checkpoint}: fwd {r['fwd']:.2f} s, bwd {r['bwd']:.2f} s, "
+              f"fwd+bwd {r['fwd'] + r['bwd']:.2f} s, {mem} {r['peak_gib']:.2f} GiB")
+
+
+def main(
+    volume: Sequence[int] = (240, 240, 155),
+    roi: Sequence[int] | None = (96, 96, 96),
+    geodesic_size: int = 128,
+    crf_size: int = 96,
+    crf_windows: Sequence[int] = (3, 5),
+    crf_iterations: int = 5,
+    refine_window: int = 3,
+    features: int = 16,
+    repeats: int = 3,
+    device: str = "auto",
+    parts: str = "abc",
+) -> None:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto"
+                       else device)
+    gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"
+    print(f"# {datetime.date.today()} | {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+          f"threads, GPU {gpu} | torch {torch.__version__}, MONAI {monai.__version__}, FastGeodis "
+          f"{'yes' if has_fastgeodis else 'no'} | synthetic data, untrained weights")
+    if "a" in parts:
+        bench_refinement(volume, dev, features, refine_window, crf_iterations, "whole volume")
+        if roi:
+            bench_refinement(roi, dev, features, refine_window, crf_iterations, "region of interest")
+    if "b" in parts:
+        bench_geodesic(geodesic_size, repeats)
+    if "c" in parts:
+        bench_crf(crf_size, crf_windows, crf_iterations, dev)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
