@@ -6,19 +6,22 @@
 (b) geodesic maps of a 3D volume: GeodisTK vs FastGeodis on CPU vs FastGeodis on CUDA, side by side (median of
     repeats, with min and max: FastGeodis' OpenMP path is erratic on shared cores).
 (c) CRF-Net forward + backward on a 3D volume, per window: seconds and peak memory (each in a fresh process; on CPU
-    the peak resident memory above the inputs, on CUDA ``max_memory_allocated``).
+    the peak resident memory above the inputs, with glibc's default and a fixed mmap threshold; on CUDA
+    ``max_memory_allocated``).
 
 The data are synthetic (an ellipsoid "brain" with a spherical "tumour", Gaussian noise); untrained weights. CUDA
 is used automatically when available (``--device cpu`` to force the CPU).
 
 Usage: python benchmarks/bench_deepigeos.py [--volume "[240,240,155]"] [--roi "[96,96,96]"] [--geodesic_size 128]
     [--crf_size 96] [--crf_windows "[3,5]"] [--crf_iterations 5] [--repeats 3] [--device auto] [--parts abc]
+    [--threads 0]  (0: torch's default; on cores shared with other jobs, 1 thread avoids OpenMP barrier stalls)
 """
 
 from __future__ import annotations
 
 import datetime
 import multiprocessing as mp
+import os
 import platform
 import statistics
 import time
@@ -65,8 +68,9 @@ def synthetic_case(shape: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.
     return image[None].astype(np.float32), tumour[None].astype(np.uint8), pred[None].astype(np.uint8)
 
 
-def bench_refinement(shape: Sequence[int], device: torch.device, features: int, window: int, iterations: int,
-                     label: str) -> None:
+def bench_refinement(
+    shape: Sequence[int], device: torch.device, features: int, window: int, iterations: int, label: str
+) -> None:
     image, truth, pred = synthetic_case(shape)
     net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features).to(device).eval()
     crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()
@@ -83,9 +87,11 @@ def bench_refinement(shape: Sequence[int], device: torch.device, features: int, 
         t_crf, q = _seconds(lambda: crf(logits, img[None], seeds[None]), device)
     total = t_geo + t_net + t_crf
     backend = "FastGeodis" if device.type == "cuda" and has_fastgeodis else "GeodisTK"
-    print(f"(a) {label} {tuple(shape)} on {device}: {len(fg)} fg + {len(bg)} bg clicks (simulated in {t_clicks:.2f} s)"
-          f" | geodesic maps x2 ({backend}) {t_geo:.2f} s | R-Net 3D fwd ({features} ch/block) {t_net:.2f} s | "
-          f"CRF-Net(fu) window {window}, {iterations} it {t_crf:.2f} s | step total {total:.2f} s")
+    print(
+        f"(a) {label} {tuple(shape)} on {device}: {len(fg)} fg + {len(bg)} bg clicks (simulated in {t_clicks:.2f} s)"
+        f" | geodesic maps x2 ({backend}) {t_geo:.2f} s | R-Net 3D fwd ({features} ch/block) {t_net:.2f} s | "
+        f"CRF-Net(fu) window {window}, {iterations} it {t_crf:.2f} s | step total {total:.2f} s"
+    )
 
 
 def bench_geodesic(size: int, repeats: int) -> None:
@@ -117,8 +123,11 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-def _crf_child(size: int, window: int, iterations: int, checkpoint: bool, device_name: str) -> dict[str, float]:
+def _crf_child(
+    size: int, window: int, iterations: int, checkpoint: bool, device_name: str, threads: int
+) -> dict[str, float]:
     """Runs in a fresh process so that peak memory belongs to this configuration alone."""
+    torch.set_num_threads(threads)
     device = torch.device(device_name)
     torch.manual_seed(0)
     crf = CRFNet(3, num_classes=2, window=window, iterations=iterations, checkpoint=checkpoint).to(device)
@@ -142,16 +151,39 @@ def _crf_child(size: int, window: int, iterations: int, checkpoint: bool, device
     return {"fwd": t_fwd, "bwd": t_bwd, "peak_gib": peak, "offsets": 2 * len(crf.half_offsets)}
 
 
+def _run_child(ctx: mp.context.BaseContext, args: tuple, env: dict[str, str]) -> dict[str, float]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by the child's C library at start-up
+    try:
+        with ctx.Pool(1) as pool:
+            return pool.apply(_crf_child, args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
 def bench_crf(size: int, windows: Sequence[int], iterations: int, device: torch.device) -> None:
+    """CPU memory twice: with glibc's default allocator settings, whose dynamic mmap threshold keeps freed blocks
+    of the Pairwise-Net's chunked activations resident, and with ``MALLOC_MMAP_THRESHOLD_=65536``, which returns
+    them at once (close to the live tensors)."""
     configs = [(w, True) for w in windows] + [(min(windows), False)]
     ctx = mp.get_context("spawn")
     for window, checkpoint in configs:
-        with ctx.Pool(1) as pool:
-            r = pool.apply(_crf_child, (size, window, iterations, checkpoint, str(device)))
-        mem = "peak GPU memory" if device.type == "cuda" else "peak RSS above inputs"
-        print(f"(c) CRF-Net {size}^3 on {device}, window {window} ({r['offsets']} neighbours), {iterations} it, "
-              f"checkpoint {checkpoint}: fwd {r['fwd']:.2f} s, bwd {r['bwd']:.2f} s, "
-              f"fwd+bwd {r['fwd'] + r['bwd']:.2f} s, {mem} {r['peak_gib']:.2f} GiB")
+        args = (size, window, iterations, checkpoint, str(device), torch.get_num_threads())
+        r = _run_child(ctx, args, {})
+        if device.type == "cuda":
+            mem = f"peak GPU memory {r['peak_gib']:.2f} GiB"
+        else:
+            tuned = _run_child(ctx, args, {"MALLOC_MMAP_THRESHOLD_": "65536"})["peak_gib"]
+            mem = f"peak RSS above inputs {r['peak_gib']:.2f} GiB (glibc default), {tuned:.2f} GiB (mmap threshold 64K)"
+        print(
+            f"(c) CRF-Net {size}^3 on {device}, window {window} ({r['offsets']} neighbours), {iterations} it, "
+            f"checkpoint {checkpoint}: fwd {r['fwd']:.2f} s, bwd {r['bwd']:.2f} s, "
+            f"fwd+bwd {r['fwd'] + r['bwd']:.2f} s, {mem}"
+        )
 
 
 def main(
@@ -166,13 +198,19 @@ def main(
     repeats: int = 3,
     device: str = "auto",
     parts: str = "abc",
+    threads: int = 0,
 ) -> None:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto"
-                       else device)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"
-    print(f"# {datetime.date.today()} | {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads, GPU {gpu} | torch {torch.__version__}, MONAI {monai.__version__}, FastGeodis "
-          f"{'yes' if has_fastgeodis else 'no'} | synthetic data, untrained weights")
+    print(
+        f"# {datetime.date.today()} | {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads, GPU {gpu} | torch {torch.__version__}, MONAI {monai.__version__}, FastGeodis "
+        f"{'yes' if has_fastgeodis else 'no'} | synthetic data, untrained weights"
+    )
     if "a" in parts:
         bench_refinement(volume, dev, features, refine_window, crf_iterations, "whole volume")
         if roi:

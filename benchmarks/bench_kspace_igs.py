@@ -7,7 +7,8 @@
 (c) a full search to x4 (width/4 - 1 iterations) over N slices: seconds (target under 60 s for ~1,900 slices of
     256x256 on one H100).
 
-Usage: python benchmarks/bench_kspace_igs.py [--size 256] [--n_a 256] [--n_b 256] [--n_c 1900] [--skip_c]
+Usage: python benchmarks/bench_kspace_igs.py [--size 256] [--n_a 256] [--n_b 256] [--n_c 1900] [--batch 0 (auto)]
+    [--features 32] [--skip_c]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from monai.apps.reconstruction.transforms.dictionary import EquispacedKspaceMaskd
 from monai.networks.nets import BasicUNet
 
-from common.igs import IterativeGradientSampling, cache_hybrid_kspace, igs_loss, mask_gradient
+from common.igs import IterativeGradientSampling, cache_line_spectra, igs_loss, mask_gradient
 from common.kspace import fft2c, ifft2c, line_mask, undersample
 
 
@@ -72,7 +73,7 @@ def bench_iteration(size: int, n: int, device: torch.device, features: int, batc
     mask = line_mask("center", size, 16).to(device)
     items = [{"image": images[i].numpy(), "label": labels[i].numpy()} for i in range(n)]
     amp = device.type == "cuda"
-    batches = cache_hybrid_kspace(items, batch_size=batch, device=device)
+    batches = cache_line_spectra(items, batch_size=batch, device=device)
     ours = _timed(lambda: mask_gradient(net, batches, mask, loss_fn, amp=amp), device, repeat=2)
 
     def seed_style() -> None:  # the original: FFT of every batch recomputed each iteration, fp32, small batches
@@ -103,10 +104,11 @@ def bench_search(size: int, n: int, device: torch.device, features: int, batch: 
           f"{device}: {seconds:.1f} s, {size // 4} lines")
 
 
-def main(size: int = 256, n_a: int = 256, n_b: int = 256, n_c: int = 1900, features: int = 32, batch: int = 64,
+def main(size: int = 256, n_a: int = 256, n_b: int = 256, n_c: int = 1900, features: int = 32, batch: int = 0,
          skip_c: bool = False, out: str = "/tmp/bench_igs") -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    batch = batch or (64 if device.type == "cuda" else 8)  # CPU convolutions run fastest in small batches
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}")
     bench_transform(size, n_a, device)
     bench_iteration(size, n_b, device, features, batch)
     if not skip_c:

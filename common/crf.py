@@ -34,8 +34,10 @@ class PairwiseNet(nn.Module):
     ) -> None:
         super().__init__()
         if feature_channels < 1 or spatial_dims not in (2, 3) or len(hidden) < 1 or min(hidden) < 1:
-            raise ValueError(f"feature_channels, spatial_dims, hidden: expected >= 1, 2 or 3, non-empty positive "
-                             f"widths, found {feature_channels}, {spatial_dims}, {list(hidden)}")
+            raise ValueError(
+                f"feature_channels, spatial_dims, hidden: expected >= 1, 2 or 3, non-empty positive "
+                f"widths, found {feature_channels}, {spatial_dims}, {list(hidden)}"
+            )
         if chunk < 1:
             raise ValueError(f"chunk: expected a positive number of voxels, found {chunk}")
         widths = [feature_channels + spatial_dims, *hidden]
@@ -141,8 +143,9 @@ class CRFNet(nn.Module):
         self.pairwise = PairwiseNet(feature_channels, spatial_dims, hidden)
         self.compatibility = nn.Parameter(1.0 - torch.eye(num_classes))
 
-    def _weight(self, feats_padded: torch.Tensor, feats: torch.Tensor, valid: torch.Tensor,
-                offset: List[int]) -> torch.Tensor:
+    def _weight(
+        self, feats_padded: torch.Tensor, feats: torch.Tensor, valid: torch.Tensor, offset: List[int]
+    ) -> torch.Tensor:
         """Pair weight ``(B, *S)`` between ``x`` and ``x + offset``, zero where ``x + offset`` is outside."""
         sizes = list(feats.shape[1:-1])
         diff = (feats - _window(feats_padded, offset, self.radius, sizes, 1)).abs()
@@ -150,8 +153,9 @@ class CRFNet(nn.Module):
         return self.pairwise(diff, off) * _window(valid, offset, self.radius, sizes, 1)
 
     @torch.jit.unused
-    def _checkpointed_weight(self, feats_padded, feats, valid, offset):  # unannotated: TorchScript reads them as Tensors
-        """:meth:`_weight` recomputed in backward; ``offset`` as an int64 tensor. Eager mode only."""
+    def _checkpointed_weight(self, feats_padded, feats, valid, offset):
+        """:meth:`_weight` recomputed in backward; ``offset`` as an int64 tensor. Eager mode only (TorchScript
+        compiles it to a stub; its arguments are unannotated because TorchScript reads those as tensors)."""
         return grad_checkpoint(self._weight, feats_padded, feats, valid, offset.tolist(), use_reentrant=False)
 
     def pair_weights(self, features: torch.Tensor) -> List[torch.Tensor]:
@@ -174,10 +178,16 @@ class CRFNet(nn.Module):
             mirrored.append(_window(_pad_spatial(w, self.radius, 2), [-o for o in offset], self.radius, sizes, 2))
         return half + mirrored
 
-    def forward(self, logits: torch.Tensor, features: torch.Tensor, seeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, features: torch.Tensor, seeds: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         if logits.ndim != self.spatial_dims + 2 or features.shape[2:] != logits.shape[2:]:
-            raise ValueError(f"logits, features: expected (B, C, *S) and (B, F, *S) with {self.spatial_dims} "
-                             f"spatial dims, found {list(logits.shape)} and {list(features.shape)}")
+            raise ValueError(
+                f"logits, features: expected (B, C, *S) and (B, F, *S) with {self.spatial_dims} "
+                f"spatial dims, found {list(logits.shape)} and {list(features.shape)}"
+            )
+        if seeds is not None and seeds.shape != logits.shape:
+            raise ValueError(f"seeds: expected the shape of logits {list(logits.shape)}, found {list(seeds.shape)}")
         q = torch.softmax(logits, 1)
         clamped = torch.zeros_like(q[:, :1], dtype=torch.bool)
         target = q

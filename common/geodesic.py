@@ -40,8 +40,9 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _raw_distance(image: torch.Tensor, seed: torch.Tensor, spacing: Sequence[float], lamb: float, iterations: int,
-                  backend: str) -> torch.Tensor:
+def _raw_distance(
+    image: torch.Tensor, seed: torch.Tensor, spacing: Sequence[float], lamb: float, iterations: int, backend: str
+) -> torch.Tensor:
     """One map: ``image`` ``(C, *S)`` float32, ``seed`` ``(*S)`` bool -> ``(*S)`` float32 on ``image.device``."""
     flat = len(spacing) == 2  # a 2D image runs as a one-slice volume: the same neighbours, and spacing honoured
     sp = [1.0, *spacing] if flat else list(spacing)
@@ -56,7 +57,9 @@ def _raw_distance(image: torch.Tensor, seed: torch.Tensor, spacing: Sequence[flo
     img = image[None, :, None] if flat else image[None]  # (1, C, D, H, W)
     soft = (~seed).to(torch.float32)[None, None]
     soft = soft[:, :, None] if flat else soft
-    dist = fastgeodis.generalised_geodesic3d(img.contiguous(), soft.contiguous(), sp, _FAR, float(lamb), int(iterations))
+    dist = fastgeodis.generalised_geodesic3d(
+        img.contiguous(), soft.contiguous(), sp, _FAR, float(lamb), int(iterations)
+    )
     return dist[0, 0, 0] if flat else dist[0, 0]
 
 
@@ -99,8 +102,10 @@ def geodesic_map(
     seeds = convert_to_tensor(seeds, track_meta=False).to(image.device) != 0
     nd = image.ndim - 1
     if nd not in (2, 3) or seeds.ndim != image.ndim or seeds.shape[1:] != image.shape[1:]:
-        raise ValueError(f"image, seeds: expected (C, *S) and (K, *S) with 2 or 3 spatial dims, found "
-                         f"{tuple(image.shape)} and {tuple(seeds.shape)}")
+        raise ValueError(
+            f"image, seeds: expected (C, *S) and (K, *S) with 2 or 3 spatial dims, found "
+            f"{tuple(image.shape)} and {tuple(seeds.shape)}"
+        )
     spacing = [1.0] * nd if spacing is None else [float(s) for s in spacing]
     if len(spacing) != nd or min(spacing) <= 0:
         raise ValueError(f"spacing: expected {nd} positive values, found {spacing}")
@@ -154,8 +159,15 @@ class GeodesicMaps(Transform):
         spacing = self.spacing
         if spacing is None and isinstance(img, MetaTensor):
             spacing = [float(s) for s in img.pixdim[: img.ndim - 1]]
-        maps = geodesic_map(convert_to_tensor(img, track_meta=False), convert_to_tensor(seeds, track_meta=False),
-                            spacing, self.lamb, self.iterations, self.map_backend, self.normalize)
+        maps = geodesic_map(
+            convert_to_tensor(img, track_meta=False),
+            convert_to_tensor(seeds, track_meta=False),
+            spacing,
+            self.lamb,
+            self.iterations,
+            self.map_backend,
+            self.normalize,
+        )
         return convert_to_dst_type(maps, img, dtype=torch.float32)[0]
 
 

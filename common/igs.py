@@ -16,11 +16,11 @@ from tqdm import tqdm
 
 from common.atomic_io import atomic_path
 from common.intensity import zscore_slices
-from common.kspace import fftc, line_mask, num_lines, save_line_pattern, undersample_hybrid
+from common.kspace import line_mask, line_spectrum, num_lines, save_line_pattern, undersample_lines
 
 __all__ = [
     "igs_loss",
-    "cache_hybrid_kspace",
+    "cache_line_spectra",
     "network_input",
     "mask_gradient",
     "IterativeGradientSampling",
@@ -42,11 +42,12 @@ def igs_loss(name: str = "dice") -> nn.Module:
     raise ValueError(f"loss: expected 'dice' or 'dice_ce', found '{name}'")
 
 
-def cache_hybrid_kspace(
+def cache_line_spectra(
     items: Sequence[dict], pe_dim: int = -1, batch_size: int = 64, device: torch.device | str = "cpu",
     image_key: str = "image", label_key: str = "label",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of (``fftc(image, (pe_dim,))`` complex64 ``(B, C, H, W)``, label ``(B, 1, H, W)``) on ``device``.
+    """Batches of (:func:`~common.kspace.line_spectrum` of the images, complex64 ``(B, C, H, W)``, label
+    ``(B, 1, H, W)``) on ``device``.
 
     The transform along the phase-encoding axis is all a line mask needs (see :mod:`common.kspace`), so it is
     computed once here and reused by every IGS iteration and every evaluated pattern.
@@ -56,19 +57,19 @@ def cache_hybrid_kspace(
         chunk = items[start : start + batch_size]
         images = torch.stack([torch.as_tensor(np.asarray(d[image_key]), dtype=torch.float32) for d in chunk])
         labels = torch.stack([torch.as_tensor(np.asarray(d[label_key]), dtype=torch.float32) for d in chunk])
-        batches.append((fftc(images.to(device), (pe_dim,)).to(torch.complex64), labels.to(device)))
+        batches.append((line_spectrum(images.to(device), pe_dim).to(torch.complex64), labels.to(device)))
     return batches
 
 
 def network_input(
-    hybrid: torch.Tensor, mask: torch.Tensor, pe_dim: int = -1, normalize: Normalize | None = zscore_slices
+    spectrum: torch.Tensor, mask: torch.Tensor, pe_dim: int = -1, normalize: Normalize | None = zscore_slices
 ) -> torch.Tensor:
     """What the network sees for an acquisition with ``mask``: the zero-filled magnitude, then ``normalize``d
     (per-slice z-score, as in training: the scanner acquires the raw magnitude, normalisation comes after).
 
-    ``hybrid`` complex ``(B, C, H, W)`` from :func:`cache_hybrid_kspace` -> float ``(B, C, H, W)``.
+    ``spectrum`` complex ``(B, C, H, W)`` from :func:`cache_line_spectra` -> float ``(B, C, H, W)``.
     """
-    image = undersample_hybrid(hybrid, mask, pe_dim)
+    image = undersample_lines(spectrum, mask, pe_dim)
     return image if normalize is None else normalize(image)
 
 
@@ -90,8 +91,8 @@ def mask_gradient(
     mask = mask.detach().clone().requires_grad_(True)
     total = 0.0
     device_type = mask.device.type
-    for hybrid, label in batches:
-        image = network_input(hybrid, mask, pe_dim, normalize)
+    for spectrum, label in batches:
+        image = network_input(spectrum, mask, pe_dim, normalize)
         with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
             loss = loss_fn(network(image).float(), label)
         loss.backward()
@@ -227,7 +228,7 @@ class IterativeGradientSampling:
         orders, history = loaded if loaded is not None else (self._start_orders(), [])
         target = self.budgets[-1][0]
         t0 = time.perf_counter()
-        batches = cache_hybrid_kspace(self.data, self.pe_dim, self.batch_size, self.device)
+        batches = cache_line_spectra(self.data, self.pe_dim, self.batch_size, self.device)
         logger.info("IGS: %d slices, width %d, budgets %s", len(self.data), self.width, dict(self.budgets))
         bar = tqdm(total=target, initial=len(orders[0]), desc="IGS lines", disable=None)
         while len(orders[0]) < target:

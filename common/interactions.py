@@ -21,8 +21,9 @@ def clicks_per_region(size: int, min_size: int = 30, voxels_per_click: int = 100
     return 0 if size < min_size else math.ceil(size / voxels_per_click)
 
 
-def _region_clicks(error: np.ndarray, rng: np.random.RandomState, structure: np.ndarray, min_size: int,
-                   voxels_per_click: int) -> np.ndarray:
+def _region_clicks(
+    error: np.ndarray, rng: np.random.RandomState, structure: np.ndarray, min_size: int, voxels_per_click: int
+) -> np.ndarray:
     """Clicks ``(n, ndim)`` int64 drawn without replacement inside each connected region of ``error``."""
     labels, n_regions = ndimage.label(error, structure=structure)
     flat = labels.ravel()
@@ -30,7 +31,7 @@ def _region_clicks(error: np.ndarray, rng: np.random.RandomState, structure: np.
     ends = np.cumsum(np.bincount(flat, minlength=n_regions + 1))
     picked = []
     for r in range(1, n_regions + 1):
-        members = order[ends[r - 1]: ends[r]]
+        members = order[ends[r - 1] : ends[r]]
         n = clicks_per_region(members.size, min_size, voxels_per_click)
         if n:
             picked.append(members[rng.choice(members.size, n, replace=False)])
@@ -100,8 +101,9 @@ class SimulateClicks(Randomizable, Transform):
 
     def __init__(self, min_size: int = 30, voxels_per_click: int = 100, connectivity: int | None = None) -> None:
         if min_size < 1 or voxels_per_click < 1:
-            raise ValueError(f"min_size, voxels_per_click: expected positive voxel counts, found {min_size}, "
-                             f"{voxels_per_click}")
+            raise ValueError(
+                f"min_size, voxels_per_click: expected positive voxel counts, found {min_size}, {voxels_per_click}"
+            )
         if connectivity is not None and connectivity not in (1, 2, 3):
             raise ValueError(f"connectivity: expected None, 1, 2 or 3, found {connectivity}")
         self.min_size = min_size
@@ -120,8 +122,10 @@ class SimulateClicks(Randomizable, Transform):
         p = convert_to_numpy(pred)
         g = convert_to_numpy(label)
         if p.shape != g.shape or p.ndim not in (3, 4) or p.shape[0] != 1:
-            raise ValueError(f"pred, label: expected equal shapes (1, *S) with 2 or 3 spatial axes, found {p.shape} "
-                             f"and {g.shape}")
+            raise ValueError(
+                f"pred, label: expected equal shapes (1, *S) with 2 or 3 spatial axes, found {p.shape} "
+                f"and {g.shape}"
+            )
         if randomize or self._clicks is None:
             self.randomize((p[0], g[0]))
         fg, bg = self._clicks

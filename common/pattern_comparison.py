@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.atomic_io import atomic_path
-from common.igs import Normalize, cache_hybrid_kspace, igs_loss, network_input
+from common.igs import Normalize, cache_line_spectra, igs_loss, network_input
 from common.intensity import zscore_slices
 from common.kspace import line_mask, load_line_pattern
 
@@ -44,7 +44,7 @@ def volume_dice(
 ) -> np.ndarray:
     """Dice per volume and class of the network on images undersampled with ``mask``.
 
-    ``batches`` from :func:`~common.igs.cache_hybrid_kspace`; ``volumes`` names the volume of each slice in batch
+    ``batches`` from :func:`~common.igs.cache_line_spectra`; ``volumes`` names the volume of each slice in batch
     order (slices of one volume are pooled, as in ACDC's 3D evaluation). Returns ``(V, num_classes)`` with NaN where
     a class is absent from both prediction and ground truth.
     """
@@ -54,8 +54,8 @@ def volume_dice(
     inter = torch.zeros(len(names), num_classes, dtype=torch.float64)
     total = torch.zeros_like(inter)
     start = 0
-    for hybrid, label in batches:
-        image = network_input(hybrid, mask, pe_dim, normalize)
+    for spectrum, label in batches:
+        image = network_input(spectrum, mask, pe_dim, normalize)
         with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
             pred = network(image).argmax(1)
         gt = label[:, 0].long()
@@ -92,8 +92,8 @@ def fine_tune(
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for i in torch.randperm(len(batches), generator=gen).tolist():
-            hybrid, label = batches[i]
-            image = network_input(hybrid, mask, pe_dim, normalize)
+            spectrum, label = batches[i]
+            image = network_input(spectrum, mask, pe_dim, normalize)
             with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
                 value = loss_fn(net(image).float(), label)
             opt.zero_grad(set_to_none=True)
@@ -182,8 +182,8 @@ class PatternComparison:
         self.network.to(self.device).eval()
         width = np.asarray(self.test_data[0]["image"]).shape[self.pe_dim]
         cache = {"device": self.device, "batch_size": self.batch_size, "pe_dim": self.pe_dim}
-        test = cache_hybrid_kspace(self.test_data, **cache)
-        train = cache_hybrid_kspace(self.train_data, **cache) if "fine_tuned" in self.protocols else []
+        test = cache_line_spectra(self.test_data, **cache)
+        train = cache_line_spectra(self.train_data, **cache) if "fine_tuned" in self.protocols else []
         volumes = _volume_keys(self.test_data)
         runs = [("full", 1, p) for p in self.protocols] + [
             (pattern, acc, protocol) for protocol in self.protocols for acc in self.accelerations

@@ -13,7 +13,10 @@ pip install --upgrade pip
 pip install -r requirements.txt
 # GeodisTK 0.1.7 is a source package: its setup.py imports numpy and its C++ uses NPY_IN_ARRAY (gone in NumPy 2).
 CPPFLAGS="-DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY" pip install --no-build-isolation GeodisTK==0.1.7
+# FastGeodis 1.0.5 (CPU OpenMP + CUDA geodesic maps) builds from source and its setup.py needs pkg_resources.
+pip install "setuptools<81"
+pip install --no-build-isolation FastGeodis==1.0.5
 pip install --no-build-isolation --no-deps -e .
-.venv/bin/python -c "import torch, torchvision, monai, GeodisTK, common"  # fail here, not in the first test
+.venv/bin/python -c "import torch, torchvision, monai, GeodisTK, FastGeodis, common"  # fail here, not in the first test
 rm -f .venv/.installed-*
 touch "$stamp"

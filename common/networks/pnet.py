@@ -54,11 +54,15 @@ class PNet(nn.Module):
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims: expected 2 or 3, found {spatial_dims}")
         if not len(features) == len(dilations) == len(convs_per_block) or len(features) == 0:
-            raise ValueError(f"features, dilations, convs_per_block: expected equal non-zero lengths, found "
-                             f"{len(features)}, {len(dilations)}, {len(convs_per_block)}")
+            raise ValueError(
+                f"features, dilations, convs_per_block: expected equal non-zero lengths, found "
+                f"{len(features)}, {len(dilations)}, {len(convs_per_block)}"
+            )
         if min(*features, *dilations, *convs_per_block, in_channels, out_channels, compress, head_channels) < 1:
-            raise ValueError("channels, dilations and convolution counts: expected positive values, found "
-                             f"{list(features)}, {list(dilations)}, {list(convs_per_block)}")
+            raise ValueError(
+                "channels, dilations and convolution counts: expected positive values, found "
+                f"{list(features)}, {list(dilations)}, {list(convs_per_block)}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), found {dropout}")
         blocks = []
@@ -70,18 +74,36 @@ class PNet(nn.Module):
                 full = spatial_dims == 2 or (b == 0 and c == 0)  # the only 3x3x3 conv of the 3D variant
                 kernel = 3 if full else (3, 3, 1)
                 dilation = dil if spatial_dims == 2 else ((dil, dil, 1) if not full else 1)
-                layers.append(Convolution(spatial_dims, channels, feat, kernel_size=kernel, dilation=dilation,
-                                          act="relu", norm=norm, adn_ordering="NA"))
+                layers.append(
+                    Convolution(
+                        spatial_dims,
+                        channels,
+                        feat,
+                        kernel_size=kernel,
+                        dilation=dilation,
+                        act="relu",
+                        norm=norm,
+                        adn_ordering="NA",
+                    )
+                )
                 channels = feat
             blocks.append(nn.Sequential(*layers))
-            compressors.append(Convolution(spatial_dims, feat, compress, kernel_size=1, act="relu", norm=norm,
-                                           adn_ordering="NA"))
+            compressors.append(
+                Convolution(spatial_dims, feat, compress, kernel_size=1, act="relu", norm=norm, adn_ordering="NA")
+            )
         self.blocks = nn.ModuleList(blocks)
         self.compressors = nn.ModuleList(compressors)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Sequential(
-            Convolution(spatial_dims, compress * len(blocks), head_channels, kernel_size=1, act="relu", norm=norm,
-                        adn_ordering="NA"),
+            Convolution(
+                spatial_dims,
+                compress * len(blocks),
+                head_channels,
+                kernel_size=1,
+                act="relu",
+                norm=norm,
+                adn_ordering="NA",
+            ),
             Convolution(spatial_dims, head_channels, out_channels, kernel_size=1, conv_only=True),
         )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from common.data.acdc import write_synthetic_acdc
+from common.data.lgg import write_synthetic_lgg
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -35,8 +36,13 @@ SPECS = {
     "igs_acdc": BundleSpec(
         write_data=lambda out: write_synthetic_acdc(out, n_training=5, n_testing=2, seed=0),
         tiny={"image_size": 32, "unet_features": [4, 4, 8, 8, 16, 4], "epochs": 2, "batch_size": 8, "num_workers": 0,
-              "fine_tune_epochs": 1, "igs_lines_per_iteration": 1},
+              "fine_tune_epochs": 1, "igs_lines_per_iteration": 1, "pattern": "center"},
         input_shape=(2, 1, 32, 32),
+    ),
+    "unet_lgg": BundleSpec(
+        write_data=lambda out: write_synthetic_lgg(out, n_patients=6, seed=0, slices=(4, 6)),  # real 256x256x3
+        tiny={"features": 8, "depth": 3, "epochs": 2, "batch_size": 8, "num_workers": 0},
+        input_shape=(2, 3, 64, 64),
     ),
 }
 

@@ -37,12 +37,15 @@ def test_layout_and_metadata(bundle, tmp_path):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 @pytest.mark.parametrize("workflow", ["train", "inference"])
-def test_config_properties(bundle, workflow):
-    root = REPO / "bundles" / bundle
+def test_config_properties(bundle, workflow, tmp_path):
+    root = shutil.copytree(REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval"))
     config = root / "configs" / ("train.json" if workflow == "train" else "inference.json")
     wf = ConfigWorkflow(config_file=str(config), meta_file=str(root / "configs" / "metadata.json"),
-                        logging_file=str(root / "configs" / "logging.conf"), workflow_type=workflow)
-    assert not wf.check_properties(), f"{config}: missing required properties {wf.check_properties()}"
+                        logging_file=str(root / "configs" / "logging.conf"), workflow_type=workflow,
+                        bundle_root=str(root), **SPECS[bundle].tiny)
+    wf.initialize()
+    missing = wf.check_properties()
+    assert not missing, f"{config}: missing required properties {missing}"
     if workflow == "train":
         assert "training" in wf.parser and "run" in wf.parser  # both `run training` and `run` work
 
@@ -121,11 +124,12 @@ def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)  # mid-run, after the first saved epoch
     proc.wait()
-    saved = torch.load(last, map_location="cpu", weights_only=False)  # never half-written
-    done = saved["engine"]["epoch"]
+    saved = torch.load(last, map_location="cpu", weights_only=False)["engine"]  # never half-written
+    done = saved["iteration"] // saved["epoch_length"]
     assert 1 <= done <= 4
     r = run_bundle(root, SPECS[bundle].train_configs, tmp_path, "--dataset_dir", str(bundle_data(bundle)),
                    "--epochs", "4", run_id="training")
     if done < 4:
         assert f"resumed from {last} at epoch {done}" in r.stdout + r.stderr
-    assert torch.load(last, map_location="cpu", weights_only=False)["engine"]["epoch"] == 4
+    final = torch.load(last, map_location="cpu", weights_only=False)["engine"]
+    assert final["iteration"] == 4 * final["epoch_length"]

@@ -52,13 +52,14 @@ def test_seeded_writer_is_reproducible(tmp_path):
         )
 
 
-def test_slices_are_resized_and_zscored(acdc):
+def test_slices_are_resized_magnitudes(acdc):
     items = acdc_slices(acdc, "test", spatial_size=64)
     assert {d["patient"] for d in items} == {"patient101", "patient102"}
     for d in items:
         assert d["image"].shape == d["label"].shape == (1, 64, 64) and d["image"].dtype == np.float32
-        assert abs(d["image"].mean()) < 1e-4 and abs(d["image"].std() - 1) < 1e-3
+        assert d["image"].min() >= 0 and d["image"].max() > 100  # magnitude at scanner scale: k-space acts on it
         assert set(np.unique(d["label"])) <= {0, 1, 2, 3}
+    assert any(set(np.unique(d["label"])) == {0, 1, 2, 3} for d in items)
 
 
 def test_patient_level_splits(acdc):

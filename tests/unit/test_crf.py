@@ -22,8 +22,9 @@ def one_thread():
 
 def tiny(spatial_dims: int, checkpoint: bool, seed: int = 0) -> tuple[CRFNet, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    crf = CRFNet(spatial_dims, num_classes=3, feature_channels=2, window=3, iterations=2, hidden=(4, 3),
-                 checkpoint=checkpoint).double()
+    crf = CRFNet(
+        spatial_dims, num_classes=3, feature_channels=2, window=3, iterations=2, hidden=(4, 3), checkpoint=checkpoint
+    ).double()
     torch.nn.init.normal_(crf.pairwise.out.weight)  # away from the zero init, so every layer gets a gradient
     for layer in crf.pairwise.layers:
         torch.nn.init.uniform_(layer.bias, 0.5, 1.0)  # live ReLUs: otherwise a tiny net can be flat in its inputs
@@ -164,10 +165,15 @@ def test_torchscript_matches_eager() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"spatial_dims": 1}, "spatial_dims: expected"), ({"num_classes": 1}, "num_classes: expected"),
-     ({"window": 4}, "window: expected"), ({"window": (3, 3, 3)}, "window: expected"),
-     ({"window": 1}, "window: expected"), ({"iterations": -1}, "iterations: expected"),
-     ({"hidden": ()}, "hidden: expected")],
+    [
+        ({"spatial_dims": 1}, "spatial_dims: expected"),
+        ({"num_classes": 1}, "num_classes: expected"),
+        ({"window": 4}, "window: expected"),
+        ({"window": (3, 3, 3)}, "window: expected"),
+        ({"window": 1}, "window: expected"),
+        ({"iterations": -1}, "iterations: expected"),
+        ({"hidden": ()}, "hidden: expected"),
+    ],
 )
 def test_bad_arguments_fail_in_init(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -179,5 +185,7 @@ def test_window_per_axis_and_shape_errors() -> None:
     assert len(crf.half_offsets) == 4  # in-plane 3x3 only: 8 neighbours, half of them computed
     with pytest.raises(ValueError, match="logits, features: expected"):
         crf(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="seeds: expected the shape of logits"):
+        crf(torch.zeros(1, 2, 4, 4, 3), torch.zeros(1, 1, 4, 4, 3), torch.zeros(1, 1, 4, 4, 3))
     with pytest.raises(ValueError, match="chunk: expected"):
         PairwiseNet(chunk=0)

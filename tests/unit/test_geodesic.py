@@ -20,6 +20,15 @@ ITERATIONS = 6
 RTOL, ATOL = 1e-4, 1e-5
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny images gain nothing from threads, and on shared cores OpenMP barriers stall for seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def geodistk_cost(step: float, dI: float, lamb: float) -> float:
     return step / ((1.0 - lamb) + lamb / (dI + 1e-5))
 
@@ -67,11 +76,19 @@ def test_geodistk_equals_dijkstra_with_its_cost(dims: str, lamb: float) -> None:
     image, seeds = case(dims)
     spacing = SPACINGS[dims]
     ref = dijkstra(image, seeds, spacing, lamb, geodistk_cost)
-    out = geodesic_map(torch.from_numpy(image)[None], torch.from_numpy(seeds)[None], spacing, lamb, ITERATIONS,
-                       "geodistk", normalize=False)[0].numpy()
+    out = geodesic_map(
+        torch.from_numpy(image)[None],
+        torch.from_numpy(seeds)[None],
+        spacing,
+        lamb,
+        ITERATIONS,
+        "geodistk",
+        normalize=False,
+    )[0].numpy()
     np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
-    few = geodesic_map(torch.from_numpy(image)[None], torch.from_numpy(seeds)[None], spacing, lamb, 1, "geodistk",
-                       normalize=False)[0].numpy()
+    few = geodesic_map(
+        torch.from_numpy(image)[None], torch.from_numpy(seeds)[None], spacing, lamb, 1, "geodistk", normalize=False
+    )[0].numpy()
     assert (few >= ref * (1 - RTOL) - ATOL).all()  # fewer sweeps: an upper bound, never below the true distance
 
 
@@ -82,8 +99,15 @@ def test_fastgeodis_equals_dijkstra_with_its_cost(dims: str, lamb: float) -> Non
     image, seeds = case(dims, seed=1)
     spacing = SPACINGS[dims]
     ref = dijkstra(image, seeds, spacing, lamb, fastgeodis_cost)
-    out = geodesic_map(torch.from_numpy(image)[None], torch.from_numpy(seeds)[None], spacing, lamb, ITERATIONS,
-                       "fastgeodis", normalize=False)[0].numpy()
+    out = geodesic_map(
+        torch.from_numpy(image)[None],
+        torch.from_numpy(seeds)[None],
+        spacing,
+        lamb,
+        ITERATIONS,
+        "fastgeodis",
+        normalize=False,
+    )[0].numpy()
     np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
 
 
@@ -106,8 +130,9 @@ def test_zero_at_seeds_and_monotone_along_a_uniform_path(backend: str, dims: str
     image[..., 15:] = 3.0  # flat left part, an edge of height 3, flat right part
     seeds = np.zeros(shape, dtype=np.uint8)
     seeds[(*(s // 2 for s in shape[:-1]), 0)] = 1
-    raw = geodesic_map(torch.from_numpy(image)[None], torch.from_numpy(seeds)[None], None, 1.0, 2, backend,
-                       normalize=False)[0].numpy()
+    raw = geodesic_map(
+        torch.from_numpy(image)[None], torch.from_numpy(seeds)[None], None, 1.0, 2, backend, normalize=False
+    )[0].numpy()
     row = raw[(*(s // 2 for s in shape[:-1]), slice(None))]
     assert raw[seeds > 0].max() == 0.0
     assert (np.diff(row) >= 0).all()  # never decreases moving away from the seed
@@ -122,8 +147,9 @@ def test_spacing_scales_euclidean_distance_per_axis(dims: str) -> None:
     spacing = SPACINGS[dims]
     seeds = np.zeros(shape, dtype=np.uint8)
     seeds[(0,) * len(shape)] = 1
-    out = geodesic_map(torch.zeros(1, *shape), torch.from_numpy(seeds)[None], spacing, 0.0, 2, "geodistk",
-                       normalize=False)[0]
+    out = geodesic_map(
+        torch.zeros(1, *shape), torch.from_numpy(seeds)[None], spacing, 0.0, 2, "geodistk", normalize=False
+    )[0]
     for axis, s in enumerate(spacing):
         idx = [0] * len(shape)
         idx[axis] = 4
@@ -155,8 +181,12 @@ def test_auto_uses_geodistk_on_cpu() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"backend": "gpu"}, "backend: expected"), ({"lamb": 1.5}, "lamb: expected"),
-     ({"iterations": 0}, "iterations: expected"), ({"spacing": (1.0, -1.0)}, "spacing: expected")],
+    [
+        ({"backend": "gpu"}, "backend: expected"),
+        ({"lamb": 1.5}, "lamb: expected"),
+        ({"iterations": 0}, "iterations: expected"),
+        ({"spacing": (1.0, -1.0)}, "spacing: expected"),
+    ],
 )
 def test_bad_arguments_fail_in_init(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.igs import IterativeGradientSampling, cache_hybrid_kspace, mask_gradient, igs_loss
+from common.igs import IterativeGradientSampling, cache_line_spectra, igs_loss, mask_gradient
 from common.kspace import load_line_pattern
 
 WIDTH, FREQS = 32, (5, 9)  # the label lives in two cosine gratings along W
@@ -52,7 +52,7 @@ def test_search_picks_the_informative_lines_and_writes_all_budgets(tmp_path):
 
 
 def test_added_line_has_the_most_negative_gradient():
-    batches = cache_hybrid_kspace(grating_data(), batch_size=3)
+    batches = cache_line_spectra(grating_data(), batch_size=3)
     mask = torch.zeros(WIDTH)
     mask[WIDTH // 2] = 1
     grad, loss = mask_gradient(Threshold(), batches, mask, igs_loss("dice"))

@@ -95,9 +95,11 @@ def test_perfect_prediction_gives_no_clicks() -> None:
 
 @pytest.mark.parametrize(
     "make, match",
-    [(lambda: SimulateClicks(min_size=0), "min_size, voxels_per_click: expected"),
-     (lambda: SimulateClicks(connectivity=4), "connectivity: expected"),
-     (lambda: SimulateClicksd(keys="pred"), "keys: expected 2 keys")],
+    [
+        (lambda: SimulateClicks(min_size=0), "min_size, voxels_per_click: expected"),
+        (lambda: SimulateClicks(connectivity=4), "connectivity: expected"),
+        (lambda: SimulateClicksd(keys="pred"), "keys: expected 2 keys"),
+    ],
 )
 def test_bad_arguments_fail_in_init(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -76,8 +76,12 @@ def test_torchscript_matches_eager() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"spatial_dims": 1}, "spatial_dims: expected"), ({"dilations": (1, 2)}, "expected equal non-zero lengths"),
-     ({"compress": 0}, "expected positive values"), ({"dropout": 1.0}, "dropout: expected")],
+    [
+        ({"spatial_dims": 1}, "spatial_dims: expected"),
+        ({"dilations": (1, 2)}, "expected equal non-zero lengths"),
+        ({"compress": 0}, "expected positive values"),
+        ({"dropout": 1.0}, "dropout: expected"),
+    ],
 )
 def test_bad_arguments_fail_in_init(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -89,7 +93,7 @@ def disks(n: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, 
     yy, xx = torch.meshgrid(torch.arange(size * 1.0), torch.arange(size * 1.0), indexing="ij")
     centres = torch.randint(8, size - 8, (n, 2), generator=generator).float()
     radii = torch.randint(4, 8, (n,), generator=generator).float()
-    masks = (((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) < radii[:, None, None] ** 2)
+    masks = ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) < radii[:, None, None] ** 2
     images = masks.float() + 0.3 * torch.randn(n, size, size, generator=generator)
     return images[:, None], masks.long()
 
