@@ -41,16 +41,28 @@ def _timed(fn, device: torch.device, repeat: int = 3) -> float:
 
 def _unet(size_features: int, device: torch.device) -> torch.nn.Module:
     f = size_features
-    return BasicUNet(2, 1, 4, features=(f, 2 * f, 4 * f, 8 * f, 16 * f, f), norm=("instance", {"affine": True}),
-                     act=("LeakyReLU", {"negative_slope": 0.2}), upsample="deconv").to(device).eval()
+    return (
+        BasicUNet(
+            2,
+            1,
+            4,
+            features=(f, 2 * f, 4 * f, 8 * f, 16 * f, f),
+            norm=("instance", {"affine": True}),
+            act=("LeakyReLU", {"negative_slope": 0.2}),
+            upsample="deconv",
+        )
+        .to(device)
+        .eval()
+    )
 
 
 def bench_transform(size: int, n: int, device: torch.device) -> None:
     images = torch.rand(n, 1, size, size, device=device)
     mask = line_mask("equispaced", size, 4, 0.08).to(device)
     ours = _timed(lambda: undersample(images, mask), device)
-    monai_t = EquispacedKspaceMaskd(keys=["kspace"], center_fractions=[0.08], accelerations=[4], spatial_dims=2,
-                                    is_complex=True)
+    monai_t = EquispacedKspaceMaskd(
+        keys=["kspace"], center_fractions=[0.08], accelerations=[4], spatial_dims=2, is_complex=True
+    )
     monai_t.set_random_state(0)
 
     def monai_loop() -> None:
@@ -59,8 +71,10 @@ def bench_transform(size: int, n: int, device: torch.device) -> None:
             monai_t({"kspace": k})
 
     theirs = _timed(monai_loop, device, repeat=1)
-    print(f"(a) {n} images {size}x{size} on {device}: ours {n / ours:,.0f} img/s, MONAI EquispacedKspaceMaskd "
-          f"{n / theirs:,.0f} img/s, ratio {theirs / ours:.1f}x")
+    print(
+        f"(a) {n} images {size}x{size} on {device}: ours {n / ours:,.0f} img/s, MONAI EquispacedKspaceMaskd "
+        f"{n / theirs:,.0f} img/s, ratio {theirs / ours:.1f}x"
+    )
 
 
 def bench_iteration(size: int, n: int, device: torch.device, features: int, batch: int) -> None:
@@ -85,27 +99,42 @@ def bench_iteration(size: int, n: int, device: torch.device, features: int, batc
             loss_fn(net(under), y).backward()
 
     theirs = _timed(seed_style, device, repeat=2)
-    print(f"(b) one IGS iteration, {n} slices {size}x{size}, U-Net {features} features, on {device}: cached "
-          f"{ours:.2f} s (batch {batch}{', AMP' if amp else ''}), seed-style {theirs:.2f} s, ratio "
-          f"{theirs / ours:.1f}x")
+    print(
+        f"(b) one IGS iteration, {n} slices {size}x{size}, U-Net {features} features, on {device}: cached "
+        f"{ours:.2f} s (batch {batch}{', AMP' if amp else ''}), seed-style {theirs:.2f} s, ratio "
+        f"{theirs / ours:.1f}x"
+    )
 
 
 def bench_search(size: int, n: int, device: torch.device, features: int, batch: int, out: str) -> None:
     net = _unet(features, device)
-    items = [{"image": torch.rand(1, size, size).numpy(), "label": torch.randint(0, 4, (1, size, size)).float().numpy()}
-             for _ in range(n)]
-    igs = IterativeGradientSampling(net, items, out, accelerations=(4,), batch_size=batch, device=device,
-                                    amp=device.type == "cuda", resume=False)
+    items = [
+        {"image": torch.rand(1, size, size).numpy(), "label": torch.randint(0, 4, (1, size, size)).float().numpy()}
+        for _ in range(n)
+    ]
+    igs = IterativeGradientSampling(
+        net, items, out, accelerations=(4,), batch_size=batch, device=device, amp=device.type == "cuda", resume=False
+    )
     t0 = time.perf_counter()
     igs.run()
     _sync(device)
     seconds = time.perf_counter() - t0
-    print(f"(c) full x4 search ({size // 4 - 1} iterations), {n} slices {size}x{size}, U-Net {features} features, on "
-          f"{device}: {seconds:.1f} s, {size // 4} lines")
+    print(
+        f"(c) full x4 search ({size // 4 - 1} iterations), {n} slices {size}x{size}, U-Net {features} features, on "
+        f"{device}: {seconds:.1f} s, {size // 4} lines"
+    )
 
 
-def main(size: int = 256, n_a: int = 256, n_b: int = 256, n_c: int = 1900, features: int = 32, batch: int = 0,
-         skip_c: bool = False, out: str = "/tmp/bench_igs") -> None:
+def main(
+    size: int = 256,
+    n_a: int = 256,
+    n_b: int = 256,
+    n_c: int = 1900,
+    features: int = 32,
+    batch: int = 0,
+    skip_c: bool = False,
+    out: str = "/tmp/bench_igs",
+) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = batch or (64 if device.type == "cuda" else 8)  # CPU convolutions run fastest in small batches
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}")

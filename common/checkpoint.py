@@ -68,8 +68,10 @@ class AtomicCheckpointSaver:
         try:
             states = torch.load(self.save_path, map_location="cpu", weights_only=False)
         except Exception as e:  # torch raises several types for a corrupt file
-            raise ValueError(f"{self.save_path}: expected a training checkpoint to resume from, found unreadable "
-                             f"content ({e}); delete it to start afresh") from e
+            raise ValueError(
+                f"{self.save_path}: expected a training checkpoint to resume from, found unreadable "
+                f"content ({e}); delete it to start afresh"
+            ) from e
         for name, obj in self.save_dict.items():
             obj.load_state_dict(states[name])
         max_epochs = engine.state.max_epochs  # the current run's setting wins over the saved one
@@ -99,7 +101,9 @@ class AtomicCheckpointSaver:
         self.best = float(state["best"])
 
 
-def load_weights(network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load_weights(
+    network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Load a bare state dict (``models/model.pt``) into ``network``, with an error that says how to make one."""
     path = Path(path)
     if not path.is_file():

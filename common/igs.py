@@ -14,7 +14,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 from tqdm import tqdm
 
-from common.atomic_io import atomic_path
+from common.atomic_io import atomic_path, save_figure
 from common.intensity import zscore_slices
 from common.kspace import line_mask, line_spectrum, num_lines, save_line_pattern, undersample_lines
 
@@ -43,8 +43,12 @@ def igs_loss(name: str = "dice") -> nn.Module:
 
 
 def cache_line_spectra(
-    items: Sequence[dict], pe_dim: int = -1, batch_size: int = 64, device: torch.device | str = "cpu",
-    image_key: str = "image", label_key: str = "label",
+    items: Sequence[dict],
+    pe_dim: int = -1,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    image_key: str = "image",
+    label_key: str = "label",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of (:func:`~common.kspace.line_spectrum` of the images, complex64 ``(B, C, H, W)``, label
     ``(B, 1, H, W)``) on ``device``.
@@ -200,8 +204,10 @@ class IterativeGradientSampling:
             return None
         state = json.loads(self.state_file.read_text())
         if state.get("width") != self.width:
-            raise ValueError(f"{self.state_file}: expected an IGS state for width {self.width}, found "
-                             f"{state.get('width')}; delete it or choose another output_dir")
+            raise ValueError(
+                f"{self.state_file}: expected an IGS state for width {self.width}, found "
+                f"{state.get('width')}; delete it or choose another output_dir"
+            )
         logger.info("resuming IGS from %s (%d lines)", self.state_file, len(state["orders"][0]))
         return state["orders"], state["history"]
 
@@ -213,9 +219,12 @@ class IterativeGradientSampling:
                 continue
             info = {"acceleration": acc, "axis": self.pe_dim, "per_channel": self.per_channel, "method": "IGS"}
             written[acc] = save_line_pattern(
-                self.output_dir / f"igs_x{acc:g}", self._mask(orders, budget).cpu(),
+                self.output_dir / f"igs_x{acc:g}",
+                self._mask(orders, budget).cpu(),
                 order=orders[0][:budget] if not self.per_channel else None,
-                orders=[o[:budget] for o in orders], search_loss=loss_at.get(budget), **info,
+                orders=[o[:budget] for o in orders],
+                search_loss=loss_at.get(budget),
+                **info,
             )
         return written
 
@@ -234,8 +243,9 @@ class IterativeGradientSampling:
         while len(orders[0]) < target:
             count = len(orders[0])
             next_budget = min(b for b, _ in self.budgets if b > count)
-            grad, loss = mask_gradient(self.network, batches, self._mask(orders, count), self.loss_fn,
-                                       self.pe_dim, self.amp, self.normalize)
+            grad, loss = mask_gradient(
+                self.network, batches, self._mask(orders, count), self.loss_fn, self.pe_dim, self.amp, self.normalize
+            )
             history.append([count, loss])
             grad = grad.reshape(len(orders), self.width).cpu()
             k = min(self.lines_per_iteration, next_budget - count)
@@ -249,8 +259,9 @@ class IterativeGradientSampling:
             logger.info("IGS: %d/%d lines, search loss %.4f at %d lines", len(orders[0]), target, loss, count)
         bar.close()
         if not history or history[-1][0] < target:  # the loss at the final pattern
-            loss = mask_gradient(self.network, batches, self._mask(orders, target), self.loss_fn, self.pe_dim,
-                                 self.amp, self.normalize)[1]
+            loss = mask_gradient(
+                self.network, batches, self._mask(orders, target), self.loss_fn, self.pe_dim, self.amp, self.normalize
+            )[1]
             history.append([target, loss])
             self._save_state(orders, history)
         written = self._write_patterns(orders, history)
@@ -290,8 +301,4 @@ def plot_igs_search(
     axes[2].set_ylabel("search loss (training slices)")
     axes[2].set_title("loss along the search")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -119,7 +119,7 @@ class _CenterPlusOuter:
         raise NotImplementedError
 
     def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
-        """Return a ``(width,)`` float32 0/1 mask with exactly ``width // acceleration`` ones; equal seeds, equal masks."""
+        """Return a ``(width,)`` float32 0/1 mask with exactly ``width // acceleration`` ones; seeded."""
         total = num_lines(width, self.acceleration)
         n_center = min(max(1, round(width * self.center_fraction)), total)
         center = _center_block(width, n_center)
@@ -144,7 +144,7 @@ class EquispacedLines(_CenterPlusOuter):
 
 
 class RandomLines(_CenterPlusOuter):
-    """fastMRI-style random pattern: centre block plus outer lines drawn uniformly without replacement (exact budget)."""
+    """fastMRI-style random pattern: centre block plus outer lines drawn without replacement (exact budget)."""
 
     def _outer(self, outer: np.ndarray, n: int, rng: np.random.Generator, seeded: bool) -> np.ndarray:
         return rng.choice(outer, size=n, replace=False)
@@ -331,9 +331,7 @@ class KSpaceUndersampler(nn.Module):
     ``forward(x, mask=None)`` uses ``mask`` when given (e.g. a mask that requires grad), else the stored one.
     """
 
-    def __init__(
-        self, mask: torch.Tensor, pe_dim: int = -1, point: bool = False, trainable: bool = False
-    ) -> None:
+    def __init__(self, mask: torch.Tensor, pe_dim: int = -1, point: bool = False, trainable: bool = False) -> None:
         super().__init__()
         self.pe_dim = _check_pe_dim(pe_dim)
         self.point = point
@@ -363,9 +361,7 @@ class KSpaceUndersample(Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(
-        self, mask: NdarrayOrTensor | str | Path, pe_dim: int = -1, point: bool = False
-    ) -> None:
+    def __init__(self, mask: NdarrayOrTensor | str | Path, pe_dim: int = -1, point: bool = False) -> None:
         self.pe_dim = _check_pe_dim(pe_dim)
         self.point = point
         if isinstance(mask, (str, Path)):
@@ -379,8 +375,10 @@ class KSpaceUndersample(Transform):
             raise ValueError(f"KSpaceUndersample: expected (C, H, W) or (C, H, W, D), found shape {tuple(x.shape)}")
         size = x.shape[1 + (self.pe_dim == -1)] if not self.point else None
         if size is not None and self.mask.shape[-1] != size:
-            raise ValueError(f"KSpaceUndersample: expected an image {self.mask.shape[-1]} lines wide along the "
-                             f"phase-encoding axis, found {size} (image shape {tuple(x.shape)})")
+            raise ValueError(
+                f"KSpaceUndersample: expected an image {self.mask.shape[-1]} lines wide along the "
+                f"phase-encoding axis, found {size} (image shape {tuple(x.shape)})"
+            )
         if x.ndim == 4:  # (C, H, W, D) -> (D, C, H, W): slices become a batch
             out = undersample(x.movedim(-1, 0), self.mask, self.pe_dim, self.point).movedim(0, -1)
         else:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.atomic_io import atomic_path
+from common.atomic_io import atomic_path, save_figure
 from common.igs import Normalize, cache_line_spectra, igs_loss, network_input
 from common.intensity import zscore_slices
 from common.kspace import line_mask, load_line_pattern
@@ -186,7 +186,9 @@ class PatternComparison:
         train = cache_line_spectra(self.train_data, **cache) if "fine_tuned" in self.protocols else []
         volumes = _volume_keys(self.test_data)
         runs = [("full", 1, p) for p in self.protocols] + [
-            (pattern, acc, protocol) for protocol in self.protocols for acc in self.accelerations
+            (pattern, acc, protocol)
+            for protocol in self.protocols
+            for acc in self.accelerations
             for pattern in self.patterns
         ]
         masks = {(p, a): (torch.ones(width) if p == "full" else self._mask(p, a, width)) for p, a, _ in runs}
@@ -195,8 +197,16 @@ class PatternComparison:
             mask = masks[(pattern, acc)].to(self.device)
             net = self.network
             if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
-                net = fine_tune(self.network, train, mask, self.fine_tune_epochs, self.fine_tune_lr,
-                                pe_dim=self.pe_dim, amp=self.amp, seed=self.seed)
+                net = fine_tune(
+                    self.network,
+                    train,
+                    mask,
+                    self.fine_tune_epochs,
+                    self.fine_tune_lr,
+                    pe_dim=self.pe_dim,
+                    amp=self.amp,
+                    seed=self.seed,
+                )
             dice = volume_dice(net, test, volumes, mask, len(self.class_names), self.pe_dim, self.amp)
             per_class = np.nanmean(dice, axis=0)
             row = {"protocol": protocol, "pattern": pattern, "acceleration": acc, "lines": int(mask.sum())}
@@ -230,15 +240,17 @@ def markdown_table(rows: Sequence[dict], accelerations: Sequence[int], n_slices:
         for protocol in dict.fromkeys(r["protocol"] for r in rows):
             full = next(r for r in rows if r["protocol"] == protocol and r["pattern"] == "full")
             for pattern in dict.fromkeys(r["pattern"] for r in rows if r["pattern"] != "full"):
-                vals = {r["acceleration"]: r[metric] for r in rows if r["protocol"] == protocol
-                        and r["pattern"] == pattern}
+                vals = {
+                    r["acceleration"]: r[metric] for r in rows if r["protocol"] == protocol and r["pattern"] == pattern
+                }
                 out.append(f"| {protocol} | {pattern} | " + " | ".join(f"{vals[a]:.3f}" for a in accelerations) + " |")
             out.append(f"| {protocol} | full (x1) | " + " | ".join(f"{full[metric]:.3f}" for _ in accelerations) + " |")
         out.append("")
     keys = list(rows[0])
     out += ["**All rows**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    out += ["| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |"
-            for r in rows]
+    out += [
+        "| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in rows
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -266,8 +278,4 @@ def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
         ax.set_title(f"{protocol} network")
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -24,8 +24,14 @@ def test_every_bundle_has_test_settings():
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_layout_and_metadata(bundle, tmp_path):
     root = REPO / "bundles" / bundle
-    for f in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/logging.conf",
-              "LICENSE", "docs/README.md"):
+    for f in (
+        "configs/metadata.json",
+        "configs/train.json",
+        "configs/inference.json",
+        "configs/logging.conf",
+        "LICENSE",
+        "docs/README.md",
+    ):
         assert (root / f).is_file(), f"{root / f}: expected (Model Zoo layout), found no file"
     schema = tmp_path / "schema.json"  # given locally: verify_metadata would download it from the schema URL
     shutil.copy(REPO / "tests" / "bundles" / "meta_schema.json", schema)
@@ -38,11 +44,18 @@ def test_layout_and_metadata(bundle, tmp_path):
 @pytest.mark.parametrize("bundle", BUNDLES)
 @pytest.mark.parametrize("workflow", ["train", "inference"])
 def test_config_properties(bundle, workflow, tmp_path):
-    root = shutil.copytree(REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    root = shutil.copytree(
+        REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval")
+    )
     config = root / "configs" / ("train.json" if workflow == "train" else "inference.json")
-    wf = ConfigWorkflow(config_file=str(config), meta_file=str(root / "configs" / "metadata.json"),
-                        logging_file=str(root / "configs" / "logging.conf"), workflow_type=workflow,
-                        bundle_root=str(root), **SPECS[bundle].tiny)
+    wf = ConfigWorkflow(
+        config_file=str(config),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=str(root / "configs" / "logging.conf"),
+        workflow_type=workflow,
+        bundle_root=str(root),
+        **SPECS[bundle].tiny,
+    )
     wf.initialize()
     missing = wf.check_properties()
     assert not missing, f"{config}: missing required properties {missing}"
@@ -55,9 +68,19 @@ def test_verify_net_in_out(bundle, tmp_path):
     root = REPO / "bundles" / bundle
     tiny = tmp_path / "tiny.json"
     tiny.write_text(json.dumps(SPECS[bundle].tiny))
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
-           "--meta_file", str(root / "configs" / "metadata.json"),
-           "--config_file", str([str(root / "configs" / "inference.json"), str(tiny)]), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(root / "configs" / "metadata.json"),
+        "--config_file",
+        str([str(root / "configs" / "inference.json"), str(tiny)]),
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "data shape of network is verified with no error" in r.stdout + r.stderr
@@ -69,9 +92,21 @@ def test_torchscript_export_matches_eager(bundle, trained_bundle, tmp_path):
     tiny = tb.tmp / "tiny.json"
     ts = tmp_path / "model.ts"
     configs = [str(tb.root / "configs" / "inference.json"), str(tiny)]
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
-           "--ckpt_file", str(tb.root / "models" / "model.pt"), "--meta_file",
-           str(tb.root / "configs" / "metadata.json"), "--config_file", str(configs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts),
+        "--ckpt_file",
+        str(tb.root / "models" / "model.pt"),
+        "--meta_file",
+        str(tb.root / "configs" / "metadata.json"),
+        "--config_file",
+        str(configs),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     parser = ConfigParser()
@@ -104,19 +139,34 @@ def test_mlflow_run_recorded(bundle, trained_bundle):
     key = next(k for k in run.data.metrics if k.startswith("val_"))
     assert len(client.get_metric_history(run.info.run_id, key)) == epochs
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
-    assert any(a.endswith(".json") for a in artifacts), f"expected the executed config as an artifact, found {artifacts}"
+    assert any(
+        a.endswith(".json") for a in artifacts
+    ), f"expected the executed config as an artifact, found {artifacts}"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
     from tests.bundles.conftest import run_bundle
 
-    root = shutil.copytree(REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    root = shutil.copytree(
+        REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval")
+    )
     tiny = tmp_path / "tiny.json"
     tiny.write_text(json.dumps({**SPECS[bundle].tiny, "epochs": 4}))
     files = [str(root / "configs" / c) for c in SPECS[bundle].train_configs] + [str(tiny)]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(files),
-           "--bundle_root", str(root), "--dataset_dir", str(bundle_data(bundle))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(files),
+        "--bundle_root",
+        str(root),
+        "--dataset_dir",
+        str(bundle_data(bundle)),
+    ]
     last = root / "models" / "checkpoint_last.pt"
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -127,8 +177,16 @@ def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
     saved = torch.load(last, map_location="cpu", weights_only=False)["engine"]  # never half-written
     done = saved["iteration"] // saved["epoch_length"]
     assert 1 <= done <= 4
-    r = run_bundle(root, SPECS[bundle].train_configs, tmp_path, "--dataset_dir", str(bundle_data(bundle)),
-                   "--epochs", "4", run_id="training")
+    r = run_bundle(
+        root,
+        SPECS[bundle].train_configs,
+        tmp_path,
+        "--dataset_dir",
+        str(bundle_data(bundle)),
+        "--epochs",
+        "4",
+        run_id="training",
+    )
     if done < 4:
         assert f"resumed from {last} at epoch {done}" in r.stdout + r.stderr
     final = torch.load(last, map_location="cpu", weights_only=False)["engine"]

@@ -63,8 +63,19 @@ def test_evaluation_table_covers_every_pattern_and_protocol(searched):
 @pytest.mark.parametrize("pattern", ["learned", "equispaced"])
 def test_inference_writes_nifti_with_input_geometry(searched, pattern):
     out = searched.tmp / f"infer_{pattern}"
-    run_bundle(searched.root, ["inference.json"], searched.tmp, "--dataset_dir", str(searched.data),
-               "--output_dir", str(out), "--pattern", pattern, "--acceleration", "8")
+    run_bundle(
+        searched.root,
+        ["inference.json"],
+        searched.tmp,
+        "--dataset_dir",
+        str(searched.data),
+        "--output_dir",
+        str(out),
+        "--pattern",
+        pattern,
+        "--acceleration",
+        "8",
+    )
     inputs = sorted(searched.data.glob("testing/*/*_frame[0-9][0-9].nii.gz"))
     assert len(inputs) == 4
     for src in inputs:
@@ -82,9 +93,19 @@ def test_missing_dataset_dir_explains_how_to_generate(trained_bundle, tmp_path):
     from tests.bundles.conftest import REPO
 
     tb = trained_bundle(BUNDLE)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-           str(tb.root / "configs" / "train.json"), "--bundle_root", str(tb.root), "--dataset_dir",
-           str(tmp_path / "nowhere")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(tb.root / "configs" / "train.json"),
+        "--bundle_root",
+        str(tb.root),
+        "--dataset_dir",
+        str(tmp_path / "nowhere"),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode != 0
     assert "nowhere: expected an ACDC data set folder" in r.stderr and "python -m common.data.acdc" in r.stderr

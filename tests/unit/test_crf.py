@@ -11,15 +11,6 @@ from torch.func import functional_call
 from common.crf import CRFNet, PairwiseNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on shared cores OpenMP barriers stall for seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(spatial_dims: int, checkpoint: bool, seed: int = 0) -> tuple[CRFNet, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     crf = CRFNet(

@@ -72,15 +72,17 @@ def test_resume_continues_to_the_same_result(tmp_path):
 
 
 def test_per_channel_patterns_and_lines_per_iteration(tmp_path):
-    data = [{"image": np.concatenate([d["image"], d["image"][:, :, ::-1]]), "label": d["label"]}
-            for d in grating_data()]
+    data = [
+        {"image": np.concatenate([d["image"], d["image"][:, :, ::-1]]), "label": d["label"]} for d in grating_data()
+    ]
 
     class TwoChannel(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return Threshold()(x[:, :1])
 
-    written = IterativeGradientSampling(TwoChannel(), data, tmp_path, accelerations=(4,), per_channel=True,
-                                        lines_per_iteration=3).run()
+    written = IterativeGradientSampling(
+        TwoChannel(), data, tmp_path, accelerations=(4,), per_channel=True, lines_per_iteration=3
+    ).run()
     mask = load_line_pattern(written[4.0])
     assert mask.shape == (2, WIDTH) and mask.sum(1).tolist() == [8.0, 8.0]
 

@@ -53,8 +53,9 @@ def test_line_undersampling_equals_2d_numpy_reference(pe_dim):
     out = undersample(torch.as_tensor(x), torch.as_tensor(m, dtype=torch.float64), pe_dim=pe_dim)
     np.testing.assert_allclose(out.numpy(), np_undersample(x, mask2d), atol=1e-10)
     spectrum = line_spectrum(torch.as_tensor(x), pe_dim)
-    np.testing.assert_allclose(undersample_lines(spectrum, torch.as_tensor(m, dtype=torch.float64), pe_dim).numpy(),
-                               out.numpy(), atol=1e-10)
+    np.testing.assert_allclose(
+        undersample_lines(spectrum, torch.as_tensor(m, dtype=torch.float64), pe_dim).numpy(), out.numpy(), atol=1e-10
+    )
 
 
 def test_point_mask_and_per_channel_lines():
@@ -151,4 +152,3 @@ def test_acceleration_without_lines_is_an_error():
         line_mask("center", 8, 16)
     with pytest.raises(ValueError, match="acceleration: expected a factor >= 1"):
         CenterLines(0.5)
-

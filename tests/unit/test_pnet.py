@@ -13,15 +13,6 @@ from common.networks.pnet import PNet, rnet
 SMALL = {"features": (4, 4, 4, 4, 4), "compress": 2, "head_channels": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on shared cores OpenMP barriers stall for seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("spatial_dims, size", [(2, (33, 34)), (3, (17, 18, 5))])
 def test_output_keeps_the_input_size(spatial_dims: int, size: tuple[int, ...]) -> None:
     net = PNet(spatial_dims, in_channels=1, out_channels=3, **SMALL).eval()

@@ -24,8 +24,11 @@ def test_folds_partition_patients_and_are_seeded():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"num_folds": 1}, "num_folds: expected >= 2"), ({"fold": 5}, r"fold: expected an index in \[0, 5\)"),
-     ({"groups": ["a"]}, "expected one group per id")],
+    [
+        ({"num_folds": 1}, "num_folds: expected >= 2"),
+        ({"fold": 5}, r"fold: expected an index in \[0, 5\)"),
+        ({"groups": ["a"]}, "expected one group per id"),
+    ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
