@@ -15,7 +15,7 @@ from monai.config import NdarrayOrTensor
 from monai.metrics import compute_dice
 from monai.transforms import KeepLargestConnectedComponent
 
-from common.atomic_io import atomic_path
+from common.atomic_io import atomic_path, save_figure
 
 __all__ = ["SCORES", "binary_volume_scores", "summarise", "SegmentationReport", "markdown_report", "plot_outlines"]
 
@@ -204,7 +204,7 @@ def plot_outlines(panels: Sequence[Mapping], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), squeeze=False, layout="constrained")
     for ax, panel in zip(axes[0], panels):
         ax.imshow(panel["image"], cmap="gray")
         for mask, colour in ((panel["label"], "lime"), (panel["pred"], "red")):
@@ -212,18 +212,8 @@ def plot_outlines(panels: Sequence[Mapping], path: str | Path) -> Path:
                 ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
         ax.set_title(panel["title"], fontsize=8)
         ax.axis("off")
-    fig.legend(
-        handles=[
-            matplotlib.lines.Line2D([], [], color=c, label=n)
-            for c, n in (("lime", "ground truth"), ("red", "prediction"))
-        ],
-        loc="lower center",
-        ncol=2,
-        fontsize=8,
-    )
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    lines = [
+        matplotlib.lines.Line2D([], [], color=c, label=n) for c, n in (("lime", "ground truth"), ("red", "prediction"))
+    ]
+    axes[0][0].legend(handles=lines, loc="lower left", fontsize=7, framealpha=0.8)
+    return save_figure(fig, path)

@@ -24,7 +24,7 @@ def test_training_wrote_checkpoints_and_per_volume_dice(trained_bundle):
     tb = trained_bundle(BUNDLE)
     assert (tb.root / "models" / "model.pt").is_file() and (tb.root / "models" / "checkpoint_last.pt").is_file()
     assert "LGG train: 4 patients" in tb.log and "LGG val: 2 patients" in tb.log  # 6 patients, fold 0 of 5
-    assert "val_mean_dice" in tb.log and "train_loss" in tb.log
+    assert "Metrics -- val_mean_dice" in tb.log and "Metrics -- train_mean_dice" in tb.log
 
 
 def test_loss_is_the_seeds_soft_dice_with_smooth_one():
