@@ -43,7 +43,7 @@ def test_layout_and_metadata(bundle, tmp_path):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 @pytest.mark.parametrize("workflow", ["train", "inference"])
-def test_config_properties(bundle, workflow, tmp_path):
+def test_config_properties(bundle, workflow, tmp_path, bundle_data):
     root = shutil.copytree(
         REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval")
     )
@@ -54,6 +54,7 @@ def test_config_properties(bundle, workflow, tmp_path):
         logging_file=str(root / "configs" / "logging.conf"),
         workflow_type=workflow,
         bundle_root=str(root),
+        dataset_dir=str(bundle_data(bundle)),
         **SPECS[bundle].tiny,
     )
     wf.initialize()
