@@ -35,8 +35,16 @@ class BundleSpec:
 SPECS = {
     "igs_acdc": BundleSpec(
         write_data=lambda out: write_synthetic_acdc(out, n_training=5, n_testing=2, seed=0),
-        tiny={"image_size": 32, "unet_features": [4, 4, 8, 8, 16, 4], "epochs": 2, "batch_size": 8, "num_workers": 0,
-              "fine_tune_epochs": 1, "igs_lines_per_iteration": 1, "pattern": "center"},
+        tiny={
+            "image_size": 32,
+            "unet_features": [4, 4, 8, 8, 16, 4],
+            "epochs": 2,
+            "batch_size": 8,
+            "num_workers": 0,
+            "fine_tune_epochs": 1,
+            "igs_lines_per_iteration": 1,
+            "pattern": "center",
+        },
         input_shape=(2, 1, 32, 32),
     ),
     "unet_lgg": BundleSpec(
@@ -47,15 +55,32 @@ SPECS = {
 }
 
 
+def bundle_command(bundle_root: Path, config_files: Sequence[str | Path], *args: str, run_id: str = "run") -> list[str]:
+    """The command line a user types: ``python -m monai.bundle run <run_id> --config_file [...] --bundle_root ...``."""
+    files = str([str(f) for f in config_files])
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        run_id,
+        "--config_file",
+        files,
+        "--bundle_root",
+        str(bundle_root),
+        *args,
+    ]
+
+
 def run_bundle(
     bundle_root: Path, configs: Sequence[str], tmp: Path, *args: str, run_id: str = "run", timeout: int = 900
 ) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run <run_id>`` on the bundle's configs plus the tiny overrides, as a user runs it."""
     tiny = tmp / "tiny.json"
     tiny.write_text(json.dumps(SPECS[bundle_root.name].tiny))
-    files = [str(bundle_root / "configs" / c) for c in configs] + [str(tiny)]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(files),
-           "--bundle_root", str(bundle_root), "--meta_file", str(bundle_root / "configs" / "metadata.json"), *args]
+    files = [bundle_root / "configs" / c for c in configs] + [tiny]
+    meta = ["--meta_file", str(bundle_root / "configs" / "metadata.json")]
+    cmd = bundle_command(bundle_root, files, *meta, *args, run_id=run_id)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
@@ -92,10 +117,20 @@ def trained_bundle(tmp_path_factory, bundle_data) -> Callable[[str], TrainedBund
     def get(name: str) -> TrainedBundle:
         if name not in cache:
             tmp = tmp_path_factory.mktemp(f"bundle_{name}")
-            root = Path(shutil.copytree(REPO / "bundles" / name, tmp / name, ignore=shutil.ignore_patterns("models", "eval")))
+            root = Path(
+                shutil.copytree(REPO / "bundles" / name, tmp / name, ignore=shutil.ignore_patterns("models", "eval"))
+            )
             data = bundle_data(name)
-            r = run_bundle(root, SPECS[name].train_configs, tmp, "--dataset_dir", str(data), "--tracking", "mlflow",
-                           run_id="training")
+            r = run_bundle(
+                root,
+                SPECS[name].train_configs,
+                tmp,
+                "--dataset_dir",
+                str(data),
+                "--tracking",
+                "mlflow",
+                run_id="training",
+            )
             cache[name] = TrainedBundle(name, root, tmp, data, r.stdout + r.stderr)
         return cache[name]
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 
-from tests.bundles.conftest import BUNDLES, REPO, SPECS
+from tests.bundles.conftest import BUNDLES, REPO, SPECS, bundle_command, run_bundle
 
 
 def test_every_bundle_has_test_settings():
@@ -147,27 +147,13 @@ def test_mlflow_run_recorded(bundle, trained_bundle):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
-    from tests.bundles.conftest import run_bundle
-
     root = shutil.copytree(
         REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval")
     )
     tiny = tmp_path / "tiny.json"
     tiny.write_text(json.dumps({**SPECS[bundle].tiny, "epochs": 4}))
-    files = [str(root / "configs" / c) for c in SPECS[bundle].train_configs] + [str(tiny)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        str(files),
-        "--bundle_root",
-        str(root),
-        "--dataset_dir",
-        str(bundle_data(bundle)),
-    ]
+    files = [root / "configs" / c for c in SPECS[bundle].train_configs] + [tiny]
+    cmd = bundle_command(root, files, "--dataset_dir", str(bundle_data(bundle)), run_id="training")
     last = root / "models" / "checkpoint_last.pt"
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.bundles.conftest import run_bundle
+from tests.bundles.conftest import REPO, bundle_command, run_bundle
 
 BUNDLE = "igs_acdc"
 SIZE = 32  # conftest.SPECS tiny image_size
@@ -87,25 +88,10 @@ def test_inference_writes_nifti_with_input_geometry(searched, pattern):
 
 
 def test_missing_dataset_dir_explains_how_to_generate(trained_bundle, tmp_path):
-    import subprocess
-    import sys
-
-    from tests.bundles.conftest import REPO
-
     tb = trained_bundle(BUNDLE)
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        str(tb.root / "configs" / "train.json"),
-        "--bundle_root",
-        str(tb.root),
-        "--dataset_dir",
-        str(tmp_path / "nowhere"),
-    ]
+    cmd = bundle_command(
+        tb.root, [tb.root / "configs" / "train.json"], "--dataset_dir", str(tmp_path / "nowhere"), run_id="training"
+    )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode != 0
     assert "nowhere: expected an ACDC data set folder" in r.stderr and "python -m common.data.acdc" in r.stderr
