@@ -31,11 +31,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Write a matplotlib figure atomically as PNG and close it; returns ``path``."""
-    import matplotlib.pyplot as plt
-
+    """Write a matplotlib ``Figure`` atomically as PNG; returns ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
     return path

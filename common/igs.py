@@ -278,12 +278,10 @@ def plot_igs_search(
     path: str | Path,
 ) -> Path:
     """Figure of the learned patterns (one row per acceleration), the order lines were added in, and the loss."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [2, 2, 1.4]})
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 2, 1.4]})
     rows = np.zeros((len(budgets), width))
     for r, (budget, _) in enumerate(budgets):
         rows[r, list(order[:budget])] = 1

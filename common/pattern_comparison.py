@@ -256,13 +256,12 @@ def markdown_table(rows: Sequence[dict], accelerations: Sequence[int], n_slices:
 
 def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
     """Mean foreground Dice against acceleration, one line per pattern, one panel per protocol (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
-    fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 4), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(protocols), 4))
+    axes = fig.subplots(1, len(protocols), squeeze=False)
     for ax, protocol in zip(axes[0], protocols):
         sub = [r for r in rows if r["protocol"] == protocol]
         for pattern in dict.fromkeys(r["pattern"] for r in sub if r["pattern"] != "full"):
@@ -272,7 +271,7 @@ def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
         ax.axhline(full, color="k", linestyle="--", label="full sampling")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["acceleration"] for r in sub if r["pattern"] != "full"}))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"x{x:g}"))
+        ax.get_xaxis().set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
         ax.set_xlabel("acceleration")
         ax.set_ylabel("Dice (mean over RV, myocardium, LV)")
         ax.set_title(f"{protocol} network")

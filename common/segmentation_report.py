@@ -199,12 +199,11 @@ def markdown_report(rows: Sequence[Mapping], summary: Mapping[str, Mapping[str, 
 def plot_outlines(panels: Sequence[Mapping], path: str | Path) -> Path:
     """One panel per entry (``image``, ``label``, ``pred`` 2D, ``title``): grey image, ground truth outlined in
     green, prediction in red (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(3.2 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         ax.imshow(panel["image"], cmap="gray")
         for mask, colour in ((panel["label"], "lime"), (panel["pred"], "red")):
@@ -213,7 +212,7 @@ def plot_outlines(panels: Sequence[Mapping], path: str | Path) -> Path:
         ax.set_title(panel["title"], fontsize=8)
         ax.axis("off")
     lines = [
-        matplotlib.lines.Line2D([], [], color=c, label=n) for c, n in (("lime", "ground truth"), ("red", "prediction"))
+        Line2D([], [], color=c, label=n) for c, n in (("lime", "ground truth"), ("red", "prediction"))
     ]
     axes[0][0].legend(handles=lines, loc="lower left", fontsize=7, framealpha=0.8)
     return save_figure(fig, path)
