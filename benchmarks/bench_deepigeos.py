@@ -1,18 +1,20 @@
 """Benchmarks of the DeepIGeoS building blocks (geodesic maps, R-Net, CRF-Net); prints measured figures.
 
-(a) one refinement step on a synthetic BraTS-sized volume: simulated clicks on the P-Net errors, two geodesic maps,
-    3D R-Net forward, CRF-Net(fu) iterations; seconds per part (targets: under 5 s on 2 CPU cores, under 1 s on a
-    GPU), on the whole volume and on a region of interest around the tumour.
+(a) one refinement step (:func:`common.refinement.refine`) on a synthetic BraTS-sized volume, per tumour size:
+    simulated clicks on the P-Net errors; in the region of the label and clicks, two geodesic maps, the 3D R-Net
+    forward (as trained, and after ``optimize_for_inference``) and CRF-Net(fu) iterations; seconds per part
+    (targets: under 5 s on 2 CPU cores, under 1 s on a GPU).
 (b) geodesic maps of a 3D volume: GeodisTK vs FastGeodis on CPU vs FastGeodis on CUDA, side by side (median of
     repeats, with min and max: FastGeodis' OpenMP path is erratic on shared cores).
 (c) CRF-Net forward + backward on a 3D volume, per window: seconds and peak memory (each in a fresh process; on CPU
     the peak resident memory above the inputs, with glibc's default and a fixed mmap threshold; on CUDA
     ``max_memory_allocated``).
 
-The data are synthetic (an ellipsoid "brain" with a spherical "tumour", Gaussian noise); untrained weights. CUDA
+The data are synthetic (an ellipsoid "brain" with an ellipsoidal "tumour", Gaussian noise); untrained weights. CUDA
 is used automatically when available (``--device cpu`` to force the CPU).
 
-Usage: python benchmarks/bench_deepigeos.py [--volume "[240,240,155]"] [--roi "[96,96,96]"] [--geodesic_size 128]
+Usage: python benchmarks/bench_deepigeos.py [--volume "[240,240,155]"] [--tumours "[30,60,90]"] [--margin 16]
+    [--geodesic_size 128]
     [--crf_size 96] [--crf_windows "[3,5]"] [--crf_iterations 5] [--repeats 3] [--device auto] [--parts abc]
     [--threads 0]  (0: torch's default; on cores shared with other jobs, 1 thread avoids OpenMP barrier stalls)
 """
@@ -35,7 +37,9 @@ import torch
 from common.crf import CRFNet
 from common.geodesic import geodesic_map, has_fastgeodis
 from common.interactions import SimulateClicks
+from common.networks.inference_optimization import optimize_for_inference
 from common.networks.pnet import rnet
+from common.refinement import refine
 
 
 def _sync(device: torch.device) -> None:
@@ -51,47 +55,61 @@ def _seconds(fn: Callable[[], object], device: torch.device) -> tuple[float, obj
     return time.perf_counter() - t0, out
 
 
-def synthetic_case(shape: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """z-scored image ``(1, *shape)``, tumour mask and a P-Net-like label with a missed cap and a false blob."""
+def synthetic_case(
+    shape: Sequence[int], tumour: float = 24, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-scored image ``(1, *shape)``, an ellipsoidal tumour ``tumour`` voxels across (in the first axis) and a
+    P-Net-like label that misses a cap of it (foreground clicks) and leaks into a blob beside it (background
+    clicks)."""
     rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
-    brain = sum(g**2 / r**2 for g, r in zip(grid, (0.8, 0.9, 0.85))) < 1
-    centre = (0.25, -0.2, 0.1)
-    radius = 12 / min(shape) * 2  # a tumour about 24 voxels across
-    tumour = sum((g - c) ** 2 for g, c in zip(grid, centre)) < radius**2
-    image = brain * 1.0 + tumour * 1.5 + rng.normal(0, 0.2, shape).astype(np.float32)
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) - s / 2 for s in shape], indexing="ij")
+    brain = sum(g**2 / (r * s / 2) ** 2 for g, r, s in zip(grid, (0.8, 0.9, 0.85), shape)) < 1
+    centre = [0.15 * s for s in shape]
+    radii = [tumour / 2, 0.85 * tumour / 2, 0.7 * tumour / 2][: len(shape)]
+    inside = sum((g - c) ** 2 / r**2 for g, c, r in zip(grid, centre, radii))
+    truth = inside < 1
+    image = brain * 1.0 + truth * 1.5 + rng.normal(0, 0.2, shape).astype(np.float32)
     image = (image - image.mean()) / image.std()
-    pred = tumour.copy()
-    pred[(grid[0] > centre[0] + 0.5 * radius) & tumour] = False  # a missed cap: foreground clicks
-    blob = sum((g - c) ** 2 for g, c in zip(grid, (-0.3, 0.3, -0.2))) < (0.4 * radius) ** 2
-    pred |= blob  # a false positive: background clicks
-    return image[None].astype(np.float32), tumour[None].astype(np.uint8), pred[None].astype(np.uint8)
+    pred = truth & ~(grid[0] > centre[0] + 0.5 * radii[0])  # a missed cap
+    leak = [c + (r + 0.25 * radii[0]) * (i == 1) for i, (c, r) in enumerate(zip(centre, radii))]
+    pred |= sum((g - c) ** 2 for g, c in zip(grid, leak)) < (0.4 * radii[0]) ** 2  # a leak beside the tumour
+    return image[None].astype(np.float32), truth[None].astype(np.uint8), pred[None].astype(np.uint8)
 
 
 def bench_refinement(
-    shape: Sequence[int], device: torch.device, features: int, window: int, iterations: int, label: str
+    shape: Sequence[int],
+    tumours: Sequence[float],
+    margin: int,
+    device: torch.device,
+    features: int,
+    window: int,
+    iterations: int,
 ) -> None:
-    image, truth, pred = synthetic_case(shape)
+    """:func:`common.refinement.refine` as the MONAI Label refinement will call it, on the whole volume."""
     net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features).to(device).eval()
+    fast = optimize_for_inference(net)
     crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()
     with torch.inference_mode():  # warm-up on a small volume (kernels, allocator)
-        x = torch.zeros(1, 4, 24, 24, 24, device=device)
-        crf(net(x), x[:, :1])
-    t_clicks, (seeds, fg, bg) = _seconds(lambda: SimulateClicks().set_random_state(0)(pred, truth), device)
-    img = torch.from_numpy(image).to(device)
-    seeds = torch.as_tensor(seeds).to(device)
-    t_geo, maps = _seconds(lambda: geodesic_map(img, seeds), device)
-    with torch.inference_mode():
-        x = torch.cat([img, torch.from_numpy(pred).float().to(device), maps])[None]
-        t_net, logits = _seconds(lambda: net(x), device)
-        t_crf, q = _seconds(lambda: crf(logits, img[None], seeds[None]), device)
-    total = t_geo + t_net + t_crf
-    backend = "FastGeodis" if device.type == "cuda" and has_fastgeodis else "GeodisTK"
-    print(
-        f"(a) {label} {tuple(shape)} on {device}: {len(fg)} fg + {len(bg)} bg clicks (simulated in {t_clicks:.2f} s)"
-        f" | geodesic maps x2 ({backend}) {t_geo:.2f} s | R-Net 3D fwd ({features} ch/block) {t_net:.2f} s | "
-        f"CRF-Net(fu) window {window}, {iterations} it {t_crf:.2f} s | step total {total:.2f} s"
-    )
+        for model in (net, fast):
+            x = torch.zeros(1, 4, 24, 24, 24, device=device)
+            crf(model(x), x[:, :1])
+    for tumour in tumours:
+        image, truth, pred = synthetic_case(shape, tumour)
+        t_clicks, (seeds, fg, bg) = _seconds(lambda: SimulateClicks().set_random_state(0)(pred, truth), device)
+        img = torch.from_numpy(image).to(device)
+        seeds = torch.as_tensor(seeds).to(device)
+        for name, model in (("R-Net as trained", net), ("R-Net optimize_for_inference", fast)):
+            result = refine(img, torch.from_numpy(pred).to(device), seeds, model, crf, margin=margin)
+            sec = result.seconds
+            box = tuple(s.stop - s.start for s in result.box)
+            print(
+                f"(a) {tuple(shape)} on {device}, tumour {tumour:g} voxels across, {len(fg)} fg + {len(bg)} bg clicks "
+                f"(simulated in {t_clicks:.2f} s), region {box} (margin {margin}) = "
+                f"{np.prod(box) / np.prod(shape):.1%} of the volume, {name} ({features} ch/block): crop "
+                f"{sec['crop']:.2f} s | geodesic maps x2 {sec['geodesic']:.2f} s | R-Net {sec['network']:.2f} s | "
+                f"CRF-Net(fu) window {window}, {iterations} it {sec['crf']:.2f} s | paste {sec['paste']:.2f} s | "
+                f"step total {sum(sec.values()):.2f} s"
+            )
 
 
 def bench_geodesic(size: int, repeats: int) -> None:
@@ -188,7 +206,8 @@ def bench_crf(size: int, windows: Sequence[int], iterations: int, device: torch.
 
 def main(
     volume: Sequence[int] = (240, 240, 155),
-    roi: Sequence[int] | None = (96, 96, 96),
+    tumours: Sequence[float] = (30, 60, 90),
+    margin: int = 16,
     geodesic_size: int = 128,
     crf_size: int = 96,
     crf_windows: Sequence[int] = (3, 5),
@@ -212,9 +231,7 @@ def main(
         f"{'yes' if has_fastgeodis else 'no'} | synthetic data, untrained weights"
     )
     if "a" in parts:
-        bench_refinement(volume, dev, features, refine_window, crf_iterations, "whole volume")
-        if roi:
-            bench_refinement(roi, dev, features, refine_window, crf_iterations, "region of interest")
+        bench_refinement(volume, tumours, margin, dev, features, refine_window, crf_iterations)
     if "b" in parts:
         bench_geodesic(geodesic_size, repeats)
     if "c" in parts:

@@ -154,9 +154,10 @@ class CRFNet(nn.Module):
 
     @torch.jit.unused
     def _checkpointed_weight(self, feats_padded, feats, valid, offset):
-        """:meth:`_weight` recomputed in backward; ``offset`` as an int64 tensor. Eager mode only (TorchScript
-        compiles it to a stub; its arguments are unannotated because TorchScript reads those as tensors)."""
-        return grad_checkpoint(self._weight, feats_padded, feats, valid, offset.tolist(), use_reentrant=False)
+        # type: (Tensor, Tensor, Tensor, List[int]) -> Tensor
+        """:meth:`_weight` recomputed in backward. Eager mode and ``torch.export`` only: TorchScript compiles it to
+        a stub, from the type comment (it cannot read the postponed annotations of an unused method)."""
+        return grad_checkpoint(self._weight, feats_padded, feats, valid, offset, use_reentrant=False)
 
     def pair_weights(self, features: torch.Tensor) -> List[torch.Tensor]:
         """Weights ``(B, 1, *S)`` for each offset of :attr:`half_offsets` followed by their negatives."""
@@ -168,7 +169,7 @@ class CRFNet(nn.Module):
         half: List[torch.Tensor] = []
         for offset in self.half_offsets:
             if use_ckpt:
-                w = self._checkpointed_weight(feats_padded, feats, valid, torch.tensor(offset))
+                w = self._checkpointed_weight(feats_padded, feats, valid, offset)
             else:
                 w = self._weight(feats_padded, feats, valid, offset)
             half.append(w.unsqueeze(1))

@@ -154,6 +154,21 @@ def test_torchscript_matches_eager() -> None:
     assert lg.grad is not None
 
 
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_torch_export_matches_eager_and_is_trainable(checkpoint: bool) -> None:
+    crf, logits, feats = tiny(3, checkpoint=checkpoint)
+    seeds = torch.zeros_like(logits)
+    seeds[:, 0, 1, 2, 1] = 1.0
+    exported = torch.export.export(crf, (logits, feats, seeds)).module()
+    other = torch.randn_like(logits)  # new values through the same graph
+    torch.testing.assert_close(exported(other, feats, seeds), crf(other, feats, seeds))
+    lg = other.clone().requires_grad_()
+    exported(lg, feats, seeds)[:, 1].sum().backward()
+    ref = other.clone().requires_grad_()
+    crf(ref, feats, seeds)[:, 1].sum().backward()
+    torch.testing.assert_close(lg.grad, ref.grad)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
