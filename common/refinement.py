@@ -75,14 +75,15 @@ def refine(
 ) -> Refinement:
     """Refine ``label`` with the user's clicks, as DeepIGeoS' second stage, on the region of interest only.
 
-    The region is :func:`refinement_box` of the label and the clicks; inside it, the geodesic distance maps of
-    the background and foreground clicks (:func:`common.geodesic.geodesic_map`, normalised) and the R-Net input
-    ``[image, label, background map, foreground map]`` are built, ``network`` gives logits and ``crf`` (when
-    given) turns them into probabilities with the clicks clamped to their label (CRF-Net(fu)); without ``crf``
-    the softmax of the logits. Outside the region the result is the one-hot of ``label``: every foreground voxel
-    and every click lies inside, so only background is left there. Runs under ``torch.inference_mode`` on the
-    device of ``image`` (pass :func:`common.networks.inference_optimization.optimize_for_inference` of the
-    trained R-Net for speed).
+    The region is :func:`refinement_box` of the label and the clicks. Inside it: the geodesic distance maps of the
+    background and foreground clicks (:func:`common.geodesic.geodesic_map`, normalised; paths stay inside the
+    region), the R-Net input ``[image, label, background map, foreground map]``, ``network``'s logits, and
+    ``crf`` (when given) turning them into probabilities with the clicks clamped to their label (CRF-Net(fu));
+    without ``crf`` the softmax of the logits. Outside the region the result is the one-hot of ``label``: every
+    foreground voxel and every click lies inside, so only background is left there. One box covers everything,
+    so the time grows with the box (a false positive far from the tumour widens it), not with the volume.
+    Runs under ``torch.inference_mode`` on the device of ``image``; pass the trained R-Net through
+    :func:`common.networks.inference_optimization.optimize_for_inference` for speed.
 
     Args:
         image: ``(1, *S)`` normalised image (DeepIGeoS: zero mean, unit variance over the brain), ``S`` 2D or 3D.

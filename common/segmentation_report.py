@@ -211,8 +211,6 @@ def plot_outlines(panels: Sequence[Mapping], path: str | Path) -> Path:
                 ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
         ax.set_title(panel["title"], fontsize=8)
         ax.axis("off")
-    lines = [
-        Line2D([], [], color=c, label=n) for c, n in (("lime", "ground truth"), ("red", "prediction"))
-    ]
+    lines = [Line2D([], [], color=c, label=n) for c, n in (("lime", "ground truth"), ("red", "prediction"))]
     axes[0][0].legend(handles=lines, loc="lower left", fontsize=7, framealpha=0.8)
     return save_figure(fig, path)
