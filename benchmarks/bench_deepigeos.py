@@ -96,10 +96,10 @@ def bench_refinement(
     for tumour in tumours:
         image, truth, pred = synthetic_case(shape, tumour)
         t_clicks, (seeds, fg, bg) = _seconds(lambda: SimulateClicks().set_random_state(0)(pred, truth), device)
-        img = torch.from_numpy(image).to(device)
+        img, label = torch.from_numpy(image).to(device), torch.from_numpy(pred).to(device)
         seeds = torch.as_tensor(seeds).to(device)
         for name, model in (("R-Net as trained", net), ("R-Net optimize_for_inference", fast)):
-            result = refine(img, torch.from_numpy(pred).to(device), seeds, model, crf, margin=margin)
+            result = refine(img, label, seeds, model, crf, margin=margin)
             sec = result.seconds
             box = tuple(s.stop - s.start for s in result.box)
             print(

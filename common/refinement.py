@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from monai.networks.utils import one_hot
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils.type_conversion import convert_to_tensor
 from torch import nn
@@ -113,8 +114,11 @@ def refine(
     box = refinement_box(label, seeds, margin)
     label = label.reshape(spatial).long()
     with torch.inference_mode():
+        num_classes = _num_classes(network, image)
+        if int(label.max()) >= num_classes or int(label.min()) < 0:  # before any costly work
+            raise ValueError(f"label: expected class indices in [0, {num_classes}), found {label.unique().tolist()}")
         if any(s.stop <= s.start for s in box):
-            out = _one_hot(label, _num_classes(network, image), spatial)
+            out = one_hot(label[None], num_classes, dtype=torch.float32, dim=0)
             return Refinement(out, box, {"crop": _clock(device) - t0})
         region = (slice(None), *box)
         img, sd = image[region], seeds[region]
@@ -130,18 +134,10 @@ def refine(
         probs = torch.softmax(logits, 1) if crf is None else crf(logits, img[None], sd[None].to(logits.dtype))
         t4 = _clock(device)
         seconds["crf"] = t4 - t3
-        out = _one_hot(label, probs.shape[1], spatial)
+        out = one_hot(label[None], num_classes, dtype=torch.float32, dim=0)
         out[region] = probs[0]
         seconds["paste"] = _clock(device) - t4
     return Refinement(out, box, seconds)
-
-
-def _one_hot(label: torch.Tensor, num_classes: int, spatial: tuple[int, ...]) -> torch.Tensor:
-    """``(*S)`` class indices -> ``(C, *S)`` float32 one-hot."""
-    if int(label.max()) >= num_classes or int(label.min()) < 0:
-        raise ValueError(f"label: expected class indices in [0, {num_classes}), found {label.unique().tolist()}")
-    out = torch.zeros((num_classes, *spatial), dtype=torch.float32, device=label.device)
-    return out.scatter_(0, label[None], 1.0)
 
 
 def _num_classes(network: nn.Module, image: torch.Tensor) -> int:

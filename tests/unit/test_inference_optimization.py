@@ -43,7 +43,7 @@ def test_outputs_match_the_eval_net_and_norms_are_folded(spatial_dims: int, size
     assert conv.weight.is_contiguous(memory_format=fmt)
 
 
-def test_the_original_net_is_unchanged_and_still_trainable() -> None:
+def test_the_original_net_is_left_unchanged() -> None:
     torch.manual_seed(0)
     net = PNet(3, **SMALL).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
