@@ -1,6 +1,6 @@
 """Benchmarks of the DeepIGeoS building blocks (geodesic maps, R-Net, CRF-Net); prints measured figures.
 
-(a) one refinement step (:func:`common.refinement.refine`) on a synthetic BraTS-sized volume, per tumour size:
+(a) one refinement step (:func:`common.apps.deepigeos.refine`) on a synthetic BraTS-sized volume, per tumour size:
     simulated clicks on the P-Net errors; in the region of the label and clicks, two geodesic maps, the 3D R-Net
     forward (as trained, and after ``optimize_for_inference``) and CRF-Net(fu) iterations; seconds per part
     (targets: under 5 s on 2 CPU cores, under 1 s on a GPU).
@@ -34,12 +34,11 @@ import monai
 import numpy as np
 import torch
 
-from common.crf import CRFNet
-from common.geodesic import geodesic_map, has_fastgeodis
-from common.interactions import SimulateClicks
-from common.networks.inference_optimization import optimize_for_inference
-from common.networks.pnet import rnet
-from common.refinement import refine
+from common.apps.deepigeos import refine
+from common.networks import optimize_for_inference
+from common.networks.blocks import CRFNet
+from common.networks.nets import rnet
+from common.transforms import SimulateClicks, geodesic_map, has_fastgeodis
 
 
 def _sync(device: torch.device) -> None:
@@ -85,7 +84,7 @@ def bench_refinement(
     window: int,
     iterations: int,
 ) -> None:
-    """:func:`common.refinement.refine` as the MONAI Label refinement will call it, on the whole volume."""
+    """:func:`common.apps.deepigeos.refine` as the MONAI Label refinement will call it, on the whole volume."""
     net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features).to(device).eval()
     fast = optimize_for_inference(net)
     crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()

@@ -13,15 +13,22 @@ Usage: python benchmarks/bench_kspace_igs.py [--size 256] [--n_a 256] [--n_b 256
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import fire
 import torch
 from monai.apps.reconstruction.transforms.dictionary import EquispacedKspaceMaskd
 from monai.networks.nets import BasicUNet
 
-from common.igs import IterativeGradientSampling, cache_line_spectra, igs_loss, mask_gradient
-from common.kspace import fft2c, ifft2c, line_mask, undersample
+from common.apps.igs import IterativeGradientSampling, cache_line_spectra, igs_loss, mask_gradient
+from common.transforms import line_mask, undersample
+from common.utils import fft2c
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the reference implementations live in the test-support module
+from tests.support.reference import seed_style_mask_gradient  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -91,12 +98,7 @@ def bench_iteration(size: int, n: int, device: torch.device, features: int, batc
     ours = _timed(lambda: mask_gradient(net, batches, mask, loss_fn, amp=amp), device, repeat=2)
 
     def seed_style() -> None:  # the original: FFT of every batch recomputed each iteration, fp32, small batches
-        m = mask.clone().requires_grad_(True)
-        for start in range(0, n, 8):
-            x = images[start : start + 8].to(device)
-            y = labels[start : start + 8].to(device)
-            under = ifft2c(fft2c(x) * m).abs()
-            loss_fn(net(under), y).backward()
+        seed_style_mask_gradient(net, images, labels, mask, loss_fn, batch_size=8)
 
     theirs = _timed(seed_style, device, repeat=2)
     print(

@@ -1,7 +1,7 @@
 """Training throughput of the unet_lgg bundle pipeline vs a seed-style loop on the same slices; prints images/s.
 
 (a) bundle: ``bundles/unet_lgg/configs/train.json`` parsed with MONAI's ConfigParser (CacheDataset, DataLoader
-    workers, flip + rotation/scale augmentation, :class:`~common.networks.unet2d.UNet2d`, MONAI DiceLoss,
+    workers, flip + rotation/scale augmentation, :class:`~common.networks.nets.UNet2d`, MONAI DiceLoss,
     SupervisedTrainer; AMP on CUDA), validation off, checkpoints to a temporary folder.
 (b) seed-style: the seed's structure (:class:`HookUNet`: skips pushed and popped by forward hooks on an activation
     list, sigmoid output), its soft Dice loss, Adam, fp32, a plain ``torch.utils.data.DataLoader`` over the same
@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,61 +31,15 @@ import numpy as np
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
-from torch import nn
 
-from common.data.lgg import lgg_slices, write_synthetic_lgg
+from common.data import lgg_slices
+from common.synthetic import write_synthetic_lgg
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the reference implementations live in the test-support module
+from tests.support.reference import HookUNet, seed_dice_loss  # noqa: E402
+
 BUNDLE = REPO / "bundles" / "unet_lgg"
-
-
-def _seed_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-    )  # fmt: skip
-
-
-class HookUNet(nn.Module):
-    """The seed's U-Net structure, kept for comparison only: encoder blocks push their output on
-    ``self.activations`` from forward hooks, each transposed convolution's hook pops one and concatenates it
-    (``[upsampled, skip]``); one ``nn.Sequential``; sigmoid output ``(B, out_channels, H, W)`` in ``(0, 1)``.
-    The state it keeps on ``self`` between calls is what breaks it under DataParallel and after a failed forward.
-    """
-
-    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, depth: int = 4) -> None:
-        super().__init__()
-        self.activations: list[torch.Tensor] = []
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(depth - 1):
-            layers += [_seed_block(channels, features), nn.MaxPool2d(2, 2)]
-            layers[-2].register_forward_hook(self._push)
-            channels = features
-        layers.append(_seed_block(channels, features))
-        for _ in range(depth - 1):
-            layers += [
-                nn.ConvTranspose2d(features, features, 2, stride=2, bias=False),
-                _seed_block(2 * features, features),
-            ]
-            layers[-2].register_forward_hook(self._pop)
-        layers.append(nn.Conv2d(features, out_channels, 1))
-        self.layers = nn.Sequential(*layers)
-
-    def _push(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        self.activations.append(output)
-
-    def _pop(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return torch.cat((output, self.activations.pop()), dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.layers(x))
-
-
-def seed_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """The seed's soft Dice loss over the whole batch: ``1 - (2 sum(p g) + s) / (sum(p) + sum(g) + s)``."""
-    p, g = prob[:, 0].reshape(-1), target[:, 0].reshape(-1)
-    return 1 - (2 * (p * g).sum() + smooth) / (p.sum() + g.sum() + smooth)
 
 
 class _Slices(torch.utils.data.Dataset):

@@ -7,10 +7,10 @@ bash scripts/install.sh
 PY=.venv/bin/python
 C=bundles/igs_acdc/configs
 if [ ! -d data/acdc/training ]; then
-  $PY -m common.data.acdc --out data/acdc --n_training 30 --n_testing 10 --seed 0
+  $PY -m common.synthetic.acdc --out data/acdc --n_training 30 --n_testing 10 --seed 0
 fi
 # the other bundles' default data (their `run training` works on it out of the box)
-[ -d data/lgg/kaggle_3m ] || $PY -m common.data.lgg --out data/lgg
+[ -d data/lgg/kaggle_3m ] || $PY -m common.synthetic.lgg --out data/lgg
 # Training resumes from models/checkpoint_last.pt and the search from models/igs_state.json when they exist:
 # delete bundles/igs_acdc/models to start afresh.
 $PY -m monai.bundle run training --config_file "['$C/train.json','$C/demo.json']"

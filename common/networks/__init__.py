@@ -1,1 +1,5 @@
-"""Networks of the bundles: plain ``nn.Module`` classes, one per module (``common.networks.pnet``, ...)."""
+"""Networks (``nets``), their blocks (``blocks``) and utilities (weight loading, inference copies)."""
+
+from __future__ import annotations
+
+from .utils import load_weights, optimize_for_inference

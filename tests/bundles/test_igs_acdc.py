@@ -94,4 +94,4 @@ def test_missing_dataset_dir_explains_how_to_generate(trained_bundle, tmp_path):
     )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode != 0
-    assert "nowhere: expected an ACDC data set folder" in r.stderr and "python -m common.data.acdc" in r.stderr
+    assert "nowhere: expected an ACDC data set folder" in r.stderr and "python -m common.synthetic.acdc" in r.stderr

@@ -12,9 +12,9 @@ import tifffile
 import torch
 from monai.bundle import ConfigParser
 
-from benchmarks.bench_unet_lgg import seed_dice_loss
-from common.data.lgg import lgg_patients
+from common.data import lgg_patients
 from tests.bundles.conftest import REPO, run_bundle
+from tests.support.reference import seed_dice_loss
 
 BUNDLE = "unet_lgg"
 SIZE = 256  # the tiny test copy keeps the real slice size
@@ -98,4 +98,4 @@ def test_missing_dataset_dir_explains_how_to_generate(tmp_path):
         parser.get_parsed_content("train#dataset#data")
     cause = e.value.__cause__
     assert isinstance(cause, FileNotFoundError) and "nowhere: expected a kaggle_3m data set folder" in str(cause)
-    assert "python -m common.data.lgg" in str(cause)
+    assert "python -m common.synthetic.lgg" in str(cause)

@@ -1,0 +1,1 @@
+"""Method workflows, one sub-package per method (as ``monai.apps.<method>``)."""

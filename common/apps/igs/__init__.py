@@ -1,0 +1,7 @@
+"""IGS: iterative gradient sampling of k-space lines, and the comparison of line patterns."""
+
+from __future__ import annotations
+
+from .comparison import CENTER_FRACTIONS, PatternComparison, fine_tune, volume_dice
+from .report import markdown_table, plot_dice_vs_acceleration, plot_igs_search
+from .search import IterativeGradientSampling, cache_line_spectra, igs_loss, mask_gradient, network_input

@@ -1,0 +1,101 @@
+"""An ignite handler that writes checkpoints atomically to a fixed file (MONAI's CheckpointSaver writes in place)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from common.utils.atomic_io import atomic_path
+
+__all__ = ["AtomicCheckpointSaver"]
+
+logger = logging.getLogger(__name__)
+
+
+class AtomicCheckpointSaver:
+    """Save ``state_dict()``s to ``save_path`` by write-then-rename, so a kill never leaves a half-written file.
+
+    Args:
+        save_path: the checkpoint file (overwritten each time).
+        save_dict: ``{name: object with state_dict()}``; a single entry is saved as its bare state dict (so a
+            ``{"model": network}`` checkpoint loads with ``network.load_state_dict(torch.load(path))``).
+        key_metric: save when the engine's key metric improves (attach to the evaluator); else save every
+            ``interval`` epochs with the engine's own state as ``"engine"`` (attach to the trainer: the "last"
+            checkpoint).
+        interval: epochs between saves when ``key_metric`` is False.
+        resume: with ``key_metric`` False, load ``save_path`` (objects and engine state) when the engine starts, so
+            an interrupted run continues after its last completed epoch.
+
+    The handler has its own ``state_dict`` (the best key metric), so listing it in a trainer checkpoint keeps "best"
+    right across a resume.
+    """
+
+    def __init__(
+        self,
+        save_path: str | Path,
+        save_dict: Mapping[str, Any],
+        key_metric: bool = False,
+        interval: int = 1,
+        resume: bool = False,
+    ) -> None:
+        if not save_dict:
+            raise ValueError("save_dict: expected at least one object to save, found none")
+        if interval < 1:
+            raise ValueError(f"interval: expected >= 1, found {interval}")
+        self.save_path = Path(save_path)
+        self.save_dict = dict(save_dict)
+        self.key_metric = key_metric
+        self.interval = interval
+        self.resume = resume and not key_metric
+        self.best = float("-inf")
+
+    def attach(self, engine: Engine) -> None:
+        if self.key_metric:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._on_metric)
+            return
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), lambda e: self.save(e))
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self._load)
+
+    def _load(self, engine: Engine) -> None:
+        if not self.save_path.is_file():
+            return
+        try:
+            states = torch.load(self.save_path, map_location="cpu", weights_only=False)
+        except Exception as e:  # torch raises several types for a corrupt file
+            raise ValueError(
+                f"{self.save_path}: expected a training checkpoint to resume from, found unreadable "
+                f"content ({e}); delete it to start afresh"
+            ) from e
+        for name, obj in self.save_dict.items():
+            obj.load_state_dict(states[name])
+        max_epochs = engine.state.max_epochs  # the current run's setting wins over the saved one
+        engine.load_state_dict(states["engine"])
+        engine.state.max_epochs = max(max_epochs, engine.state.epoch)
+        logger.info("resumed from %s at epoch %d", self.save_path, engine.state.epoch)
+
+    def _on_metric(self, engine: Engine) -> None:
+        value = float(engine.state.metrics[engine.state.key_metric_name])
+        if value > self.best:
+            self.best = value
+            self.save()
+            logger.info("saved %s (%s = %.4f)", self.save_path, engine.state.key_metric_name, value)
+
+    def save(self, engine: Engine | None = None) -> None:
+        states = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        if engine is not None:
+            states["engine"] = engine.state_dict()
+        obj = next(iter(states.values())) if len(states) == 1 else states
+        with atomic_path(self.save_path) as tmp:
+            torch.save(obj, tmp)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.best = float(state["best"])

@@ -1,0 +1,25 @@
+"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, I/O."""
+
+from __future__ import annotations
+
+from .clicks import SimulateClicks, SimulateClicksd, clicks_per_region, clicks_to_seeds, simulate_clicks
+from .geodesic import BACKENDS, GeodesicMaps, GeodesicMapsd, geodesic_map, has_fastgeodis, has_geodistk
+from .intensity import ZScoreSlices, ZScoreSlicesd, zscore_slices
+from .io import SaveLggMasks, SaveLggMasksd
+from .kspace import (
+    CenterLines,
+    EquispacedLines,
+    FullLines,
+    KSpaceUndersample,
+    KSpaceUndersampled,
+    RandomLines,
+    broadcast_mask,
+    check_pe_dim,
+    line_mask,
+    line_spectrum,
+    load_line_pattern,
+    num_lines,
+    save_line_pattern,
+    undersample,
+    undersample_lines,
+)

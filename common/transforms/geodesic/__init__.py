@@ -1,0 +1,6 @@
+"""Geodesic distance maps of user seeds."""
+
+from __future__ import annotations
+
+from .array import BACKENDS, GeodesicMaps, geodesic_map, has_fastgeodis, has_geodistk
+from .dictionary import GeodesicMapsd

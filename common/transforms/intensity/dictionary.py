@@ -1,0 +1,28 @@
+"""Intensity transforms (dictionary twins)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform
+
+from common.transforms.intensity.array import ZScoreSlices
+
+__all__ = ["ZScoreSlicesd"]
+
+
+class ZScoreSlicesd(MapTransform):
+    """Dictionary twin of :class:`ZScoreSlices`."""
+
+    backend = ZScoreSlices.backend
+
+    def __init__(self, keys: KeysCollection, eps: float = 1e-6, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ZScoreSlices(eps)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d

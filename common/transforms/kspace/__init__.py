@@ -1,0 +1,17 @@
+"""K-space line patterns, undersampling functions and the array/dictionary transform pair."""
+
+from __future__ import annotations
+
+from .array import KSpaceUndersample
+from .dictionary import KSpaceUndersampled
+from .functional import broadcast_mask, check_pe_dim, line_spectrum, undersample, undersample_lines
+from .masks import (
+    CenterLines,
+    EquispacedLines,
+    FullLines,
+    RandomLines,
+    line_mask,
+    load_line_pattern,
+    num_lines,
+    save_line_pattern,
+)

@@ -1,0 +1,197 @@
+"""K-space line patterns: exact-budget baseline masks (centre, equispaced, random, full) and learned pattern files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.utils.atomic_io import atomic_path
+
+__all__ = [
+    "num_lines",
+    "CenterLines",
+    "EquispacedLines",
+    "RandomLines",
+    "FullLines",
+    "line_mask",
+    "save_line_pattern",
+    "load_line_pattern",
+]
+
+
+def num_lines(width: int, acceleration: float) -> int:
+    """Line budget ``floor(width / acceleration)`` (256 wide: x4 = 64, x8 = 32, x16 = 16)."""
+    if acceleration < 1:
+        raise ValueError(f"acceleration: expected a factor >= 1, found {acceleration}")
+    n = int(width // acceleration)
+    if n < 1:
+        raise ValueError(
+            f"acceleration x{acceleration} on {width} phase-encoding lines: expected at least one line to keep, "
+            f"found {width} / {acceleration} < 1"
+        )
+    return n
+
+
+def _center_block(width: int, n: int) -> np.ndarray:
+    """Indices of ``n`` contiguous lines centred as fastMRI centres them (``pad = (width - n + 1) // 2``)."""
+    pad = (width - n + 1) // 2
+    return np.arange(pad, pad + n)
+
+
+def _to_mask(width: int, lines: np.ndarray) -> torch.Tensor:
+    mask = torch.zeros(width, dtype=torch.float32)
+    mask[torch.as_tensor(lines, dtype=torch.long)] = 1.0
+    return mask
+
+
+class CenterLines:
+    """The ``width // acceleration`` lowest-frequency lines as one contiguous block."""
+
+    def __init__(self, acceleration: float) -> None:
+        num_lines(2**31, acceleration)  # validates the factor
+        self.acceleration = acceleration
+
+    def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
+        """Return a ``(width,)`` float32 0/1 mask; ``seed`` is accepted for a uniform interface and unused."""
+        return _to_mask(width, _center_block(width, num_lines(width, self.acceleration)))
+
+
+class _CenterPlusOuter:
+    """A centre block of ``round(width * center_fraction)`` lines plus outer lines up to the exact line budget."""
+
+    def __init__(self, acceleration: float, center_fraction: float) -> None:
+        num_lines(2**31, acceleration)
+        if not 0.0 < center_fraction <= 1.0:
+            raise ValueError(f"center_fraction: expected a fraction in (0, 1], found {center_fraction}")
+        self.acceleration = acceleration
+        self.center_fraction = center_fraction
+
+    def _outer(self, outer: np.ndarray, n: int, rng: np.random.Generator, seeded: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
+        """Return a ``(width,)`` float32 0/1 mask with exactly ``width // acceleration`` ones; seeded."""
+        total = num_lines(width, self.acceleration)
+        n_center = min(max(1, round(width * self.center_fraction)), total)
+        center = _center_block(width, n_center)
+        outer = np.setdiff1d(np.arange(width), center)
+        rng = np.random.default_rng(seed)  # local generator: the global numpy/torch RNGs are untouched
+        chosen = self._outer(outer, total - n_center, rng, seed is not None)
+        return _to_mask(width, np.concatenate([center, chosen]).astype(np.int64))
+
+
+class EquispacedLines(_CenterPlusOuter):
+    """fastMRI-style equispaced pattern: centre block plus evenly spaced outer lines (exact budget).
+
+    The outer lines are spread evenly over the lines outside the centre block; a seed shifts their phase.
+    """
+
+    def _outer(self, outer: np.ndarray, n: int, rng: np.random.Generator, seeded: bool) -> np.ndarray:
+        if n == 0:
+            return outer[:0]
+        step = len(outer) / n
+        phase = rng.random() if seeded else 0.5
+        return outer[np.floor((np.arange(n) + phase) * step).astype(np.int64)]
+
+
+class RandomLines(_CenterPlusOuter):
+    """fastMRI-style random pattern: centre block plus outer lines drawn without replacement (exact budget)."""
+
+    def _outer(self, outer: np.ndarray, n: int, rng: np.random.Generator, seeded: bool) -> np.ndarray:
+        return rng.choice(outer, size=n, replace=False)
+
+
+class FullLines:
+    """Full sampling (every line)."""
+
+    def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
+        """Return ``(width,)`` ones."""
+        return torch.ones(width, dtype=torch.float32)
+
+
+def line_mask(
+    kind: str,
+    width: int,
+    acceleration: float = 1.0,
+    center_fraction: float | None = None,
+    seed: int | None = None,
+    pattern_file: str | Path | None = None,
+) -> torch.Tensor:
+    """Build a ``(width,)`` (or ``(C, width)`` for a per-channel learned pattern) float32 0/1 line mask.
+
+    Args:
+        kind: ``"center"``, ``"equispaced"``, ``"random"``, ``"full"`` or ``"learned"`` (read from ``pattern_file``).
+        width: number of phase-encoding lines.
+        acceleration: undersampling factor; the mask keeps exactly ``width // acceleration`` lines.
+        center_fraction: fraction of ``width`` in the centre block (equispaced, random).
+        seed: for random and equispaced patterns.
+        pattern_file: ``.npy`` written by :func:`save_line_pattern` (learned).
+    """
+    if kind == "center":
+        return CenterLines(acceleration)(width, seed)
+    if kind in ("equispaced", "random"):
+        if center_fraction is None:
+            raise ValueError(f"line_mask('{kind}'): expected a center_fraction, found None")
+        cls = EquispacedLines if kind == "equispaced" else RandomLines
+        return cls(acceleration, center_fraction)(width, seed)
+    if kind == "full":
+        return FullLines()(width)
+    if kind == "learned":
+        if pattern_file is None:
+            raise ValueError("line_mask('learned'): expected a pattern_file, found None")
+        return load_line_pattern(pattern_file, width=width)
+    raise ValueError(f"line_mask: expected kind in center/equispaced/random/full/learned, found '{kind}'")
+
+
+def save_line_pattern(
+    path: str | Path, mask: torch.Tensor | np.ndarray, order: Sequence[int] | None = None, **info: object
+) -> Path:
+    """Write a line pattern atomically as ``<path>.npy`` plus a JSON sidecar ``<path>.json``.
+
+    The sidecar holds ``width``, ``num_lines``, ``lines`` (indices kept, per channel for a ``(C, W)`` mask), ``order``
+    (the order the lines were added in, when known) and whatever ``info`` gives (acceleration, axis, ...).
+    Returns the ``.npy`` path.
+    """
+    arr = np.asarray(torch.as_tensor(mask).detach().cpu(), dtype=np.float32)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"save_line_pattern: expected a (W,) or (C, W) mask, found shape {arr.shape}")
+    npy = Path(path).with_suffix(".npy")
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    lines = [np.flatnonzero(row > 0).tolist() for row in np.atleast_2d(arr)]
+    meta = {
+        "width": int(arr.shape[-1]),
+        "num_lines": [len(row) for row in lines] if arr.ndim == 2 else len(lines[0]),
+        "lines": lines if arr.ndim == 2 else lines[0],
+        "order": None if order is None else [int(i) for i in order],
+        **info,
+    }
+    with atomic_path(npy) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    with atomic_path(npy.with_suffix(".json")) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2))
+    return npy
+
+
+def load_line_pattern(path: str | Path, width: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """Read a ``.npy`` line pattern as float32 ``(W,)`` or ``(C, W)``, checking its width (and channel count)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: expected a k-space line pattern (.npy), found no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises several types for non-npy content
+        raise ValueError(f"{path}: expected a NumPy .npy line pattern, found unreadable content ({e})") from e
+    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{path}: expected a numeric (W,) or (C, W) line pattern, found {arr.dtype} {arr.shape}")
+    if width is not None and arr.shape[-1] != width:
+        raise ValueError(f"{path}: expected a pattern {width} lines wide, found {arr.shape[-1]}")
+    if channels is not None and arr.ndim == 2 and arr.shape[0] != channels:
+        raise ValueError(f"{path}: expected one pattern per channel ({channels}), found {arr.shape[0]}")
+    if not (arr > 0).any():
+        raise ValueError(f"{path}: expected at least one sampled line, found none")
+    return torch.as_tensor(arr, dtype=torch.float32)

@@ -1,0 +1,5 @@
+"""Figures of images and segmentations."""
+
+from __future__ import annotations
+
+from .outlines import plot_outlines

@@ -1,0 +1,154 @@
+"""common.transforms.kspace and common.utils.fft: FFT helpers against NumPy and MONAI, masks (line counts,
+seeds), transforms, gradients, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.blocks.fft_utils_t import fftn_centered_t
+
+from common.networks.blocks import KSpaceUndersampler
+from common.transforms import (
+    CenterLines,
+    EquispacedLines,
+    KSpaceUndersample,
+    KSpaceUndersampled,
+    RandomLines,
+    line_mask,
+    line_spectrum,
+    load_line_pattern,
+    num_lines,
+    save_line_pattern,
+    undersample,
+    undersample_lines,
+)
+from common.utils import fft2c, ifft2c
+
+
+def np_undersample(x: np.ndarray, mask2d: np.ndarray) -> np.ndarray:
+    axes = (-2, -1)
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=axes), norm="ortho"), axes=axes)
+    return np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k * mask2d, axes=axes), norm="ortho"), axes=axes))
+
+
+@pytest.mark.parametrize("shape", [(3, 33, 34), (2, 1, 35, 32)])
+def test_fft2c_matches_numpy_and_monai(shape):
+    x = torch.randn(shape, dtype=torch.float64)
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    k = fft2c(x)
+    np.testing.assert_allclose(k.numpy(), ref, atol=1e-10)
+    monai_k = torch.view_as_complex(fftn_centered_t(torch.stack([x, torch.zeros_like(x)], -1), spatial_dims=2))
+    np.testing.assert_allclose(k.numpy(), monai_k.numpy(), atol=1e-10)
+    np.testing.assert_allclose(ifft2c(k).real.numpy(), x.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("pe_dim", [-1, -2])
+def test_line_undersampling_equals_2d_numpy_reference(pe_dim):
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(2, 3, 33, 34)))
+    width = x.shape[pe_dim]
+    m = line_mask("random", width, 4, 0.1, seed=1).numpy()
+    mask2d = m[None, :] if pe_dim == -1 else m[:, None]
+    out = undersample(torch.as_tensor(x), torch.as_tensor(m, dtype=torch.float64), pe_dim=pe_dim)
+    np.testing.assert_allclose(out.numpy(), np_undersample(x, mask2d), atol=1e-10)
+    spectrum = line_spectrum(torch.as_tensor(x), pe_dim)
+    np.testing.assert_allclose(
+        undersample_lines(spectrum, torch.as_tensor(m, dtype=torch.float64), pe_dim).numpy(), out.numpy(), atol=1e-10
+    )
+
+
+def test_point_mask_and_per_channel_lines():
+    rng = np.random.default_rng(1)
+    x = np.abs(rng.normal(size=(2, 16, 16)))
+    point = (rng.random((16, 16)) > 0.6).astype(np.float64)
+    out = undersample(torch.as_tensor(x), torch.as_tensor(point), point=True)
+    np.testing.assert_allclose(out.numpy(), np_undersample(x, point), atol=1e-10)
+    per_channel = np.stack([line_mask("center", 16, 4).numpy(), line_mask("equispaced", 16, 4, 0.125).numpy()])
+    out = undersample(torch.as_tensor(x), torch.as_tensor(per_channel))
+    for c in range(2):
+        np.testing.assert_allclose(out[c].numpy(), np_undersample(x[c], per_channel[c][None]), atol=1e-10)
+
+
+def test_full_mask_is_identity():
+    x = torch.rand(4, 1, 32, 32)
+    np.testing.assert_allclose(undersample(x, torch.ones(32)).numpy(), x.numpy(), atol=1e-5)
+    np.testing.assert_allclose(undersample(x, torch.ones(32, 32), point=True).numpy(), x.numpy(), atol=1e-5)
+
+
+def test_gradcheck_mask_and_image():
+    x = (torch.rand(1, 1, 6, 8, dtype=torch.float64) + 0.5).requires_grad_(True)
+    m = (torch.rand(8, dtype=torch.float64) + 0.2).requires_grad_(True)  # away from |.| = 0 kinks
+    assert torch.autograd.gradcheck(lambda a, b: undersample(a, b), (x, m))
+    module = KSpaceUndersampler(torch.ones(8), trainable=True)
+    module(torch.rand(2, 1, 6, 8)).sum().backward()
+    assert module.mask.grad is not None and module.mask.grad.shape == (8,)
+
+
+@pytest.mark.parametrize("acc,expected", [(4, 64), (8, 32), (16, 16)])
+@pytest.mark.parametrize("kind", ["center", "equispaced", "random"])
+def test_exact_line_counts(kind, acc, expected):
+    mask = line_mask(kind, 256, acc, center_fraction=0.08 if acc == 4 else 0.04, seed=3)
+    assert mask.shape == (256,) and int(mask.sum()) == expected
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert mask[128] == 1  # the k-space centre is always sampled
+
+
+def test_center_block_and_equispaced_layout():
+    c = CenterLines(16)(256).nonzero().flatten()
+    assert c.tolist() == list(range(120, 136))
+    e = EquispacedLines(16, 0.04)(256).nonzero().flatten().numpy()
+    center = np.arange(123, 133)  # round(256 * 0.04) = 10 centre lines
+    assert set(center) <= set(e)
+    gaps = np.diff(np.setdiff1d(e, center))
+    assert gaps.max() - gaps.min() <= 12  # evenly spread apart from the centre gap
+
+
+def test_seeded_determinism_and_global_rng_untouched():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    state_t, state_n = torch.get_rng_state(), np.random.get_state()[1].copy()
+    a = RandomLines(8, 0.04)(256, seed=5)
+    b = RandomLines(8, 0.04)(256, seed=5)
+    c = RandomLines(8, 0.04)(256, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state_t) and np.array_equal(np.random.get_state()[1], state_n)
+
+
+def test_transform_pair_2d_and_stack_keeps_meta(tmp_path):
+    from monai.data import MetaTensor
+
+    mask = line_mask("center", 32, 4)
+    img = MetaTensor(torch.rand(1, 24, 32, 5), affine=torch.diag(torch.tensor([2.0, 2.0, 8.0, 1.0])))
+    out = KSpaceUndersample(mask)(img)
+    assert isinstance(out, MetaTensor) and out.shape == img.shape and torch.equal(out.affine, img.affine)
+    for s in range(5):  # each slice of the stack is undersampled in-plane
+        torch.testing.assert_close(out[..., s], undersample(img.as_tensor()[..., s], mask), atol=1e-5, rtol=0)
+    d = KSpaceUndersampled(["image"], mask)({"image": img[..., 0], "label": 1})
+    torch.testing.assert_close(d["image"].as_tensor(), out[..., 0].as_tensor(), atol=1e-6, rtol=0)
+    assert d["label"] == 1
+
+
+def test_pattern_file_round_trip_and_errors(tmp_path):
+    mask = line_mask("equispaced", 64, 8, 0.04)
+    path = save_line_pattern(tmp_path / "p", mask, order=[32, 31], acceleration=8)
+    assert torch.equal(load_line_pattern(path, width=64), mask)
+    assert torch.equal(KSpaceUndersample(str(path)).mask, mask)
+    with pytest.raises(ValueError, match="expected a pattern 128 lines wide, found 64"):
+        load_line_pattern(path, width=128)
+    (tmp_path / "bad.npy").write_text("not numpy")
+    with pytest.raises(ValueError, match="bad.npy: expected a NumPy"):
+        load_line_pattern(tmp_path / "bad.npy")
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        load_line_pattern(tmp_path / "missing.npy")
+    with pytest.raises(ValueError, match="expected an image 64 lines wide"):
+        KSpaceUndersample(mask)(torch.rand(1, 64, 32))
+
+
+def test_acceleration_without_lines_is_an_error():
+    with pytest.raises(ValueError, match="expected at least one line"):
+        num_lines(16, 32)
+    with pytest.raises(ValueError, match="expected at least one line"):
+        line_mask("center", 8, 16)
+    with pytest.raises(ValueError, match="acceleration: expected a factor >= 1"):
+        CenterLines(0.5)
