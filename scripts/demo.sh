@@ -23,5 +23,17 @@ Done. Outputs:
   search figure      bundles/igs_acdc/models/igs_search.png
   comparison table   bundles/igs_acdc/eval/pattern_comparison.md (and .csv)
   Dice plot          bundles/igs_acdc/eval/dice_vs_acceleration.png
+  network settings   bundles/igs_acdc/models/model.json (what models/model.pt was trained with)
 MSG
 sed -n '1,12p' bundles/igs_acdc/eval/pattern_comparison.md
+cat <<MSG
+
+Next: the demo's network is smaller than the default one (configs/demo.json: 128x128 slices, 8 base features),
+so merge demo.json on every command that loads models/model.pt:
+  # segment data/acdc/testing acquired with the learned x8 pattern -> bundles/igs_acdc/eval/inference/*_seg.nii.gz
+  $PY -m monai.bundle run --config_file "['$C/inference.json','$C/demo.json']" --pattern learned --acceleration 8
+  # export to TorchScript
+  $PY -m monai.bundle ckpt_export network_def --filepath bundles/igs_acdc/models/model.ts \\
+      --ckpt_file bundles/igs_acdc/models/model.pt --meta_file $C/metadata.json \\
+      --config_file "['$C/inference.json','$C/demo.json']"
+MSG

@@ -15,6 +15,7 @@ from .acdc import (
 from .lgg import (
     CHANNELS,
     DATA_CSV_COLUMNS,
+    MASK_VALUES,
     LggPatient,
     LggSlice,
     find_lgg_patients,
@@ -26,4 +27,30 @@ from .lgg import (
     read_data_csv,
     scale_percentiles,
 )
-from .splits import kfold_split
+from .splits import kfold_split, train_val_test_split
+
+__all__ = [
+    "GROUPS",
+    "LABELS",
+    "AcdcFrame",
+    "acdc_frames",
+    "acdc_slices",
+    "find_acdc_frames",
+    "load_acdc_slices",
+    "read_info_cfg",
+    "CHANNELS",
+    "DATA_CSV_COLUMNS",
+    "MASK_VALUES",
+    "LggPatient",
+    "LggSlice",
+    "find_lgg_patients",
+    "lgg_patients",
+    "lgg_slices",
+    "lgg_volumes",
+    "load_lgg_volumes",
+    "patient_id",
+    "read_data_csv",
+    "scale_percentiles",
+    "kfold_split",
+    "train_val_test_split",
+]

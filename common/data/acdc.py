@@ -140,46 +140,66 @@ def acdc_frames(
     return [f for f in frames if f.patient in keep]
 
 
-def _read_volume(path: Path) -> nib.Nifti1Image:
+def _read_volume(path: Path, problems: list[str]) -> nib.Nifti1Image | None:
     try:
         img = nib.load(str(path))
         img.get_fdata(dtype=np.float32)  # force the read, so truncated gzip data fails here
     except Exception as e:  # nibabel raises many types for non-NIfTI or truncated content
-        raise ValueError(f"{path}: expected a readable NIfTI volume, found unreadable content ({e})") from e
+        problems.append(f"{path}: expected a readable NIfTI volume, found unreadable content ({e})")
+        return None
     if img.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D short-axis stack (H, W, slices), found shape {img.shape}")
+        problems.append(f"{path}: expected a 3D short-axis stack (H, W, slices), found shape {img.shape}")
+        return None
     return img
 
 
+def _check_frame(f: AcdcFrame, problems: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Read one frame and its label, appending every problem found; ``(image, label, zooms)`` if usable."""
+    img, lab = _read_volume(f.image, problems), _read_volume(f.label, problems)
+    if img is None or lab is None:
+        return None
+    ok = True
+    if img.shape != lab.shape:
+        problems.append(f"{f.label}: expected the shape of its image {img.shape}, found {lab.shape}")
+        ok = False
+    image = img.get_fdata(dtype=np.float32)
+    if not np.isfinite(image).all():
+        problems.append(f"{f.image}: expected finite intensities, found {int((~np.isfinite(image)).sum())} NaN/inf")
+        ok = False
+    label = np.asarray(lab.dataobj)
+    bad = np.setdiff1d(np.unique(label), list(LABELS.values()))
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:5].tolist()) + (", ..." if bad.size > 5 else "")
+        problems.append(f"{f.label}: expected label values in {{0, 1, 2, 3}}, found also {shown} ({label.dtype})")
+        ok = False
+    return (image, label, np.asarray(img.header.get_zooms()[:3], dtype=np.float64)) if ok else None
+
+
 def load_acdc_slices(frames: Sequence[AcdcFrame], spatial_size: int = 256) -> list[dict]:
-    """Read frames and cut them into 2D magnitude slices resized to ``spatial_size``.
+    """Read frames and cut them into 2D magnitude slices resized to ``spatial_size``, checking every file first.
 
     Returns one dict per slice: ``image`` float32 ``(1, S, S)`` (non-negative magnitude, scanner scale: k-space
     undersampling acts on it, and per-slice z-scoring comes after, in the pipelines), ``label`` float32
     ``(1, S, S)`` in {0, 1, 2, 3}, ``spacing`` (mm per pixel along H and W after the resize, and the slice
-thickness: ``(3,)`` float64), and ``patient``, ``phase``, ``slice``. The same resize as the inference pipeline
-    (bilinear with anti-aliasing; labels nearest).
+    thickness: ``(3,)`` float64), and ``patient``, ``phase``, ``slice``. The same resize as the inference pipeline
+    (bilinear with anti-aliasing; labels nearest). Every unreadable or non-3D file, label/image shape mismatch,
+    image with NaN/inf and label with a value outside {0, 1, 2, 3} (e.g. 4, or 1.5 in a float label) is reported
+    in one ``ValueError`` naming each file; nothing is rounded or clipped silently.
     """
     if not frames:
         raise ValueError("load_acdc_slices: expected at least one frame, found none")
     resize_img = Resize((spatial_size, spatial_size, -1), mode="bilinear", anti_aliasing=True)
     resize_lab = Resize((spatial_size, spatial_size, -1), mode="nearest")
     items = []
-    problems = []
+    problems: list[str] = []
     for f in tqdm(frames, desc="ACDC frames", disable=None):
-        img, lab = _read_volume(f.image), _read_volume(f.label)
-        if img.shape != lab.shape:
-            problems.append(f"{f.label}: expected the shape of its image {img.shape}, found {lab.shape}")
-            continue
-        label = np.asarray(lab.dataobj)
-        bad = np.setdiff1d(np.unique(label), list(LABELS.values()))
-        if bad.size:
-            problems.append(f"{f.label}: expected label values in {{0, 1, 2, 3}}, found also {bad[:5].tolist()}")
-            continue
-        image = resize_img(torch.as_tensor(img.get_fdata(dtype=np.float32))[None], lazy=False).clamp_min(0)
+        checked = _check_frame(f, problems)
+        if checked is None or problems:
+            continue  # keep checking the other frames, but build nothing once a problem is known
+        volume, label, zooms = checked
+        image = resize_img(torch.as_tensor(volume)[None], lazy=False).clamp_min(0)
         label = resize_lab(torch.as_tensor(label.astype(np.float32))[None], lazy=False)
-        zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
-        spacing = zooms * np.array([img.shape[0] / spatial_size, img.shape[1] / spatial_size, 1.0])
+        spacing = zooms * np.array([volume.shape[0] / spatial_size, volume.shape[1] / spatial_size, 1.0])
         for s in range(image.shape[-1]):
             items.append(
                 {
@@ -192,7 +212,11 @@ thickness: ``(3,)`` float64), and ``patient``, ``phase``, ``slice``. The same re
                 }
             )
     if problems:
-        raise ValueError(f"ACDC data: {len(problems)} problems:\n  " + "\n  ".join(problems[:20]))
+        raise ValueError(
+            f"ACDC data: {len(problems)} problems:\n  "
+            + "\n  ".join(problems[:20])
+            + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        )
     return items
 
 

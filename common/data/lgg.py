@@ -21,11 +21,12 @@ from monai.config import NdarrayOrTensor
 from monai.transforms import ScaleIntensityRangePercentiles
 from tqdm import tqdm
 
-from common.data.splits import kfold_split
+from common.data.splits import train_val_test_split
 
 __all__ = [
     "CHANNELS",
     "DATA_CSV_COLUMNS",
+    "MASK_VALUES",
     "LggSlice",
     "LggPatient",
     "patient_id",
@@ -48,6 +49,12 @@ DATA_CSV_COLUMNS = (
     "COCCluster", "histological_type", "neoplasm_histologic_grade", "tumor_tissue_site", "laterality",
     "tumor_location", "gender", "age_at_initial_pathologic", "race", "ethnicity", "death01",
 )  # fmt: skip
+
+
+_SPLITS = ("train", "val", "test")
+
+
+MASK_VALUES = (0, 255)
 
 
 GENERATE_HINT = (
@@ -182,18 +189,28 @@ def find_lgg_patients(dataset_dir: str | Path, masks: bool = True) -> list[LggPa
 
 
 def lgg_patients(
-    dataset_dir: str | Path, split: str, num_folds: int = 5, fold: int = 0, seed: int = 0, masks: bool = True
+    dataset_dir: str | Path,
+    split: str,
+    num_folds: int = 5,
+    fold: int = 0,
+    seed: int = 0,
+    masks: bool = True,
+    val_fraction: float = 0.2,
 ) -> list[LggPatient]:
-    """Patients of one split: ``train`` / ``val`` are fold ``fold`` of a seeded ``num_folds``-fold split by patient id
-    (:func:`~common.data.kfold_split`), ``all`` is every patient. A patient is never in two splits."""
+    """Patients of one split, by patient id (:func:`~common.data.train_val_test_split`, seeded by ``seed``).
+
+    ``test`` is fold ``fold`` of ``num_folds`` (held out: only evaluation reports on it); of the other patients,
+    ``val`` is ``max(1, round(val_fraction * n))`` (model selection: the best epoch) and ``train`` the rest. ``all``
+    is every patient. A patient id (all its dated folders) is never in two of train / val / test, and over the
+    ``num_folds`` folds every patient is tested exactly once.
+    """
     patients = find_lgg_patients(dataset_dir, masks)
     if split == "all":
         return patients
-    if split not in ("train", "val"):
-        raise ValueError(f"split: expected train, val or all, found '{split}'")
+    if split not in _SPLITS:
+        raise ValueError(f"split: expected one of train, val, test or all, found '{split}'")
     ids = sorted({p.id for p in patients})
-    train, val = kfold_split(ids, num_folds, fold, seed)
-    keep = set(train if split == "train" else val)
+    keep = set(train_val_test_split(ids, num_folds, fold, seed, val_fraction)[_SPLITS.index(split)])
     return [p for p in patients if p.id in keep]
 
 
@@ -221,6 +238,26 @@ def scale_percentiles(image: NdarrayOrTensor, lower: float = 10.0, upper: float 
     return ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)(image)
 
 
+def _check_values(
+    image: np.ndarray | None, mask: np.ndarray | None, s: LggSlice, problems: list[str], zero_one: list[Path]
+) -> bool:
+    """Append a problem for non-finite image values or mask values other than 0/255 (and the mask to ``zero_one`` if
+    it holds 0/1 only); True if the slice is usable."""
+    ok = True
+    if image is not None and image.dtype.kind == "f" and not np.isfinite(image).all():
+        problems.append(f"{s.image}: expected finite intensities, found {int((~np.isfinite(image)).sum())} NaN/inf")
+        ok = False
+    if mask is not None:
+        values = np.unique(mask)
+        if not np.isin(values, MASK_VALUES).all():
+            shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+            problems.append(f"{s.mask}: expected mask values 0 and 255 (kaggle_3m), found {shown} ({mask.dtype})")
+            if np.isin(values, (0, 1)).all():
+                zero_one.append(s.mask)
+            ok = False
+    return ok
+
+
 def load_lgg_volumes(
     patients: Sequence[LggPatient], image_size: int = 256, lower: float = 10.0, upper: float = 99.0
 ) -> list[dict]:
@@ -229,12 +266,15 @@ def load_lgg_volumes(
     Returns one dict per patient: ``image`` float32 ``(3, S, S, D)`` (channels pre-contrast, FLAIR, post-contrast,
     each scaled by :func:`scale_percentiles` over the patient), ``label`` uint8 ``(1, S, S, D)`` in {0, 1} (only if
     the patients have masks), ``patient`` (folder name), ``slices`` int64 ``(D,)`` (the slice numbers, in stack
-    order). Images must be ``(S, S, 3)`` and masks ``(S, S)``; every unreadable, empty or mis-shaped file is
-    reported in one ``ValueError``.
+    order). Images must be ``(S, S, 3)`` with finite values and masks ``(S, S)`` holding only the kaggle_3m values
+    0 (background) and 255 (tumour): 255 becomes label 1. A mask with any other value (0/1, 0/1/2, a smoothed edge)
+    is refused, not thresholded, so no label is lost or invented silently; a copy stored as 0/1 must be converted
+    (``mask * 255``) first. Every unreadable, empty, mis-shaped or mis-valued file is reported in one ``ValueError``.
     """
     if not patients:
         raise ValueError("load_lgg_volumes: expected at least one patient, found none")
     problems: list[str] = []
+    zero_one: list[Path] = []
     items = []
     for patient in tqdm(patients, desc="LGG patients", disable=None):
         images, labels = [], []
@@ -242,18 +282,16 @@ def load_lgg_volumes(
             image = _read_tif(
                 s.image, (image_size, image_size, 3), "an RGB slice (pre-contrast, FLAIR, post-contrast)", problems
             )
-            images.append(image)
+            mask = None
             if s.mask is not None:
                 mask = _read_tif(s.mask, (image_size, image_size), "a single-channel 0/255 mask", problems)
-                if mask is not None and not np.isin(mask, (0, 255)).all():
-                    logger.warning(
-                        "%s: expected mask values 0 and 255, found also %s; thresholded at 128",
-                        s.mask,
-                        np.setdiff1d(np.unique(mask), (0, 255))[:5].tolist(),
-                    )
+            if not _check_values(image, mask, s, problems, zero_one):
+                image = mask = None
+            images.append(image)
+            if s.mask is not None:
                 labels.append(mask)
-        if any(a is None for a in images + labels):
-            continue
+        if problems or any(a is None for a in images + labels):
+            continue  # keep checking the other patients, but build nothing once a problem is known
         volume = np.stack(images, axis=-1).transpose(2, 0, 1, 3).astype(np.float32)  # (S, S, 3, D) -> (3, S, S, D)
         item = {
             "image": np.asarray(scale_percentiles(volume, lower, upper), dtype=np.float32),
@@ -261,13 +299,19 @@ def load_lgg_volumes(
             "slices": np.array([s.number for s in patient.slices], dtype=np.int64),
         }
         if labels:
-            item["label"] = (np.stack(labels, axis=-1) >= 128).astype(np.uint8)[None]
+            item["label"] = (np.stack(labels, axis=-1) == MASK_VALUES[1]).astype(np.uint8)[None]
         items.append(item)
     if problems:
         raise ValueError(
-            f"LGG data: {len(problems)} unreadable or mis-shaped files:\n  "
+            f"LGG data: {len(problems)} bad files (unreadable, mis-shaped or with unexpected values):\n  "
             + "\n  ".join(problems[:20])
             + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+            + (
+                f"\nHint: {len(zero_one)} masks hold 0/1, not the kaggle_3m 0/255; if the copy stores every mask as "
+                "0/1, convert it (mask * 255) rather than have 1 read as background"
+                if zero_one
+                else ""
+            )
         )
     return items
 
@@ -280,9 +324,10 @@ def lgg_volumes(
     seed: int = 0,
     image_size: int = 256,
     masks: bool = True,
+    val_fraction: float = 0.2,
 ) -> list[dict]:
     """:func:`lgg_patients` then :func:`load_lgg_volumes`: the per-patient volume dicts of one split (see those)."""
-    patients = lgg_patients(dataset_dir, split, num_folds, fold, seed, masks)
+    patients = lgg_patients(dataset_dir, split, num_folds, fold, seed, masks, val_fraction)
     t0 = time.perf_counter()
     items = load_lgg_volumes(patients, image_size)
     logger.info(
@@ -296,12 +341,18 @@ def lgg_volumes(
 
 
 def lgg_slices(
-    dataset_dir: str | Path, split: str, num_folds: int = 5, fold: int = 0, seed: int = 0, image_size: int = 256
+    dataset_dir: str | Path,
+    split: str,
+    num_folds: int = 5,
+    fold: int = 0,
+    seed: int = 0,
+    image_size: int = 256,
+    val_fraction: float = 0.2,
 ) -> list[dict]:
     """The 2D slices of :func:`lgg_volumes` (scaled per patient first): one dict per slice with ``image`` float32
     ``(3, S, S)``, ``label`` uint8 ``(1, S, S)`` in {0, 1}, ``patient`` and ``slice`` (its number)."""
     items = []
-    for v in lgg_volumes(dataset_dir, split, num_folds, fold, seed, image_size):
+    for v in lgg_volumes(dataset_dir, split, num_folds, fold, seed, image_size, val_fraction=val_fraction):
         for k, number in enumerate(v["slices"].tolist()):
             items.append({
                 "image": np.ascontiguousarray(v["image"][..., k]),

@@ -1,12 +1,45 @@
-"""Seeded patient-level k-fold splits (a patient's slices never fall in two splits)."""
+"""Seeded patient-level splits (a patient's slices never fall in two splits): k-fold and train/val/test."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-import numpy as np
+from monai.data import partition_dataset
 
-__all__ = ["kfold_split"]
+__all__ = ["kfold_split", "train_val_test_split"]
+
+
+def _check_ids(ids: Sequence[Hashable], num_folds: int, fold: int, fn: str) -> list[Hashable]:
+    ids = list(ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{fn}: expected unique patient ids, found {len(ids) - len(set(ids))} duplicates")
+    if num_folds < 2:
+        raise ValueError(f"num_folds: expected >= 2, found {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold: expected an index in [0, {num_folds}), found {fold}")
+    if len(ids) < num_folds:
+        raise ValueError(f"{fn}: expected at least num_folds={num_folds} patients, found {len(ids)}")
+    return ids
+
+
+def _folds(ids: list[Hashable], num_folds: int, seed: int, groups: Sequence[Hashable] | None) -> list[list[Hashable]]:
+    """All ``num_folds`` folds of ``ids`` (checked by the caller), stratified by ``groups`` when given."""
+    if groups is None:
+        groups = [0] * len(ids)
+    if len(groups) != len(ids):
+        raise ValueError(f"groups: expected one group per id ({len(ids)}), found {len(groups)}")
+    # MONAI's partition_dataset_classes is not used for the stratified case: it deals every group from fold 0 on, so
+    # fold sizes differ by up to the number of groups (23 patients in 3 groups -> folds of 6, 6, 5, 3, 3), and it raises
+    # when a group has fewer patients than folds. Instead each group is shuffled on its own (seeded), the groups are
+    # laid end to end and the whole list is dealt round-robin by partition_dataset: fold k = order[k::num_folds]. Each
+    # group then spreads over the folds in proportion and fold sizes differ by at most one. Ids are sorted first, so the
+    # split does not depend on the order they were listed in. Without groups this is
+    # partition_dataset(sorted ids, num_partitions=num_folds, shuffle=True, seed=seed).
+    order: list[Hashable] = []
+    for group in sorted(set(groups), key=str):
+        members = sorted((i for i, g in zip(ids, groups) if g == group), key=str)
+        order += partition_dataset(members, ratios=[1], shuffle=True, seed=seed)[0]  # the seeded shuffle alone
+    return partition_dataset(order, num_partitions=num_folds, shuffle=False)
 
 
 def kfold_split(
@@ -18,31 +51,45 @@ def kfold_split(
 ) -> tuple[list[Hashable], list[Hashable]]:
     """Split patient ``ids`` into (train, validation) for fold ``fold`` of ``num_folds``.
 
-    Patients are shuffled with ``seed`` and dealt round-robin into folds, within each group when ``groups`` (one label
-    per id, e.g. the ACDC pathology) is given, so every fold holds each group in proportion. Equal arguments give
-    equal splits; the union of the validation sets over all folds is ``ids``, each id exactly once.
+    Patients are shuffled with ``seed`` and dealt round-robin into folds (MONAI ``partition_dataset``), within each
+    group when ``groups`` (one label per id, e.g. the ACDC pathology) is given, so every fold holds each group in
+    proportion and fold sizes differ by at most one. Equal arguments give equal splits whatever the order of ``ids``;
+    the union of the validation sets over all folds is ``ids``, each id exactly once. Both lists keep the order of
+    ``ids``. Raises ``ValueError`` for duplicate ids, ``num_folds < 2``, ``fold`` outside ``[0, num_folds)``, fewer
+    ids than folds, or ``groups`` of the wrong length.
     """
-    ids = list(ids)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"kfold_split: expected unique patient ids, found {len(ids) - len(set(ids))} duplicates")
-    if num_folds < 2:
-        raise ValueError(f"num_folds: expected >= 2, found {num_folds}")
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"fold: expected an index in [0, {num_folds}), found {fold}")
-    if len(ids) < num_folds:
-        raise ValueError(f"kfold_split: expected at least num_folds={num_folds} patients, found {len(ids)}")
-    if groups is None:
-        groups = [0] * len(ids)
-    if len(groups) != len(ids):
-        raise ValueError(f"groups: expected one group per id ({len(ids)}), found {len(groups)}")
-    rng = np.random.default_rng(seed)
-    fold_of: dict[Hashable, int] = {}
-    dealt = 0  # continue the round-robin across groups so fold sizes differ by at most one
-    for group in sorted(set(groups), key=str):
-        members = sorted((i for i, g in zip(ids, groups) if g == group), key=str)
-        for i in rng.permutation(len(members)):
-            fold_of[members[i]] = dealt % num_folds
-            dealt += 1
-    train = [i for i in ids if fold_of[i] != fold]
-    val = [i for i in ids if fold_of[i] == fold]
-    return train, val
+    ids = _check_ids(ids, num_folds, fold, "kfold_split")
+    val = set(_folds(ids, num_folds, seed, groups)[fold])
+    return [i for i in ids if i not in val], [i for i in ids if i in val]
+
+
+def train_val_test_split(
+    ids: Sequence[Hashable],
+    num_folds: int = 5,
+    fold: int = 0,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> tuple[list[Hashable], list[Hashable], list[Hashable]]:
+    """Split patient ``ids`` three ways: (train, val, test), disjoint and together ``ids``.
+
+    ``test`` is fold ``fold`` of the seeded ``num_folds``-fold split of :func:`kfold_split` (held out: over all folds
+    every patient is tested exactly once). The other patients are shuffled with ``seed`` and split
+    (MONAI ``partition_dataset`` with exact sizes) into ``val``, ``max(1, round(val_fraction * n))`` of the ``n``
+    patients (model selection: best epoch), and ``train``, the rest (at least one). All three lists keep the order of
+    ``ids``. Raises ``ValueError`` for the arguments :func:`kfold_split` rejects, ``val_fraction`` outside ``(0, 1)``,
+    or fewer than two patients outside the test fold.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: expected a fraction in (0, 1), found {val_fraction}")
+    ids = _check_ids(ids, num_folds, fold, "train_val_test_split")
+    test = set(_folds(ids, num_folds, seed, None)[fold])
+    rest = sorted((i for i in ids if i not in test), key=str)
+    if len(rest) < 2:
+        raise ValueError(
+            f"train_val_test_split: expected at least 2 patients outside test fold {fold} of {num_folds} (one to "
+            f"train, one to validate), found {len(rest)} of {len(ids)}; use fewer folds or more patients"
+        )
+    n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
+    train_part, val_part = partition_dataset(rest, ratios=[len(rest) - n_val, n_val], shuffle=True, seed=seed)
+    train, val = set(train_part), set(val_part)
+    return [i for i in ids if i in train], [i for i in ids if i in val], [i for i in ids if i in test]

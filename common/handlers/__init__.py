@@ -1,7 +1,9 @@
-"""Ignite handlers: atomic checkpoints, evaluation reports, metric output transforms."""
+"""Ignite handlers: atomic checkpoints, checked checkpoint loading, evaluation reports."""
 
 from __future__ import annotations
 
+from .checkpoint_loader import CheckedCheckpointLoader
 from .checkpoint_saver import AtomicCheckpointSaver
 from .segmentation_report import SegmentationReport, markdown_report
-from .utils import class_channel
+
+__all__ = ["AtomicCheckpointSaver", "CheckedCheckpointLoader", "SegmentationReport", "markdown_report"]

@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from common.metrics.segmentation import SCORES, binary_volume_scores, summarise
+from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import atomic_path
 from common.visualize.outlines import plot_outlines
 
@@ -21,9 +22,11 @@ logger = logging.getLogger(__name__)
 
 class SegmentationReport:
     """An ignite handler for an evaluator over whole volumes: scores every volume with :func:`binary_volume_scores`
-    and, when the run completes, writes ``<prefix>.csv`` (one row per volume), ``<prefix>.md`` (mean and spread over
-    volumes, then the rows) and ``<prefix>_slices.png`` (for the first ``figure_cases`` volumes, the slice with the
-    most ground-truth foreground: the image channel ``figure_channel`` with ground-truth and prediction outlines).
+    (Dice, and HD95 / ASSD in mm with ``spacing`` or in pixels without) and, when the run completes, writes
+    ``<prefix>.csv`` (one row per volume), ``<prefix>.md`` (mean and spread over volumes, the empty-mask counts of the
+    surface distances, then the rows) and ``<prefix>_slices.png`` (for the first ``figure_cases`` volumes, the slice
+    with the most ground-truth foreground: the image channel ``figure_channel`` with ground-truth and prediction
+    outlines).
 
     Args:
         output_dir: where the three files go.
@@ -32,6 +35,8 @@ class SegmentationReport:
         slices_key: optional batch key with the slice numbers ``(D,)`` (for the figure titles).
         figure_channel: image channel shown in the figure (1: FLAIR in the LGG order).
         figure_cases: number of volumes shown.
+        spacing: voxel size ``(3,)`` in mm along H, W and the slice axis, for every volume; None (kaggle_3m tifs
+            carry no geometry): 1 per pixel along H and W and 1 per slice, reported as ``hd95_px`` / ``assd_px``.
         pred_key, label_key, image_key: keys of the post-processed engine output; ``pred`` and ``label``
             ``(1, H, W, D)`` binary, ``image`` ``(C, H, W, D)``.
     """
@@ -47,9 +52,13 @@ class SegmentationReport:
         pred_key: str = "pred",
         label_key: str = "label",
         image_key: str = "image",
+        spacing: Sequence[float] | None = None,
     ) -> None:
         if figure_cases < 0 or figure_channel < 0:
             raise ValueError(f"figure_cases, figure_channel: expected >= 0, found {figure_cases}, {figure_channel}")
+        if spacing is not None and (len(spacing) != 3 or not all(float(s) > 0 for s in spacing)):
+            raise ValueError(f"spacing: expected 3 positive sizes in mm (H, W, slice) or None, found {spacing}")
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         self.output_dir = Path(output_dir)
         self.prefix = prefix
         self.name_key, self.slices_key = name_key, slices_key
@@ -73,7 +82,7 @@ class SegmentationReport:
         for out, batch in zip(outputs, batches):
             item = {**batch, **out}
             name = str(item.get(self.name_key, len(self.rows)))
-            scores = binary_volume_scores(item[self.pred_key], item[self.label_key])
+            scores = binary_volume_scores(item[self.pred_key], item[self.label_key], self.spacing)
             self.rows.append({"name": name, **scores})
             if len(self.panels) < self.figure_cases:
                 self.panels.append(self._panel(item, name, scores))
@@ -96,6 +105,11 @@ class SegmentationReport:
             raise ValueError("SegmentationReport: expected at least one evaluated volume, found none")
         summary = summarise(self.rows)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        # Not monai.handlers.utils.write_metrics_reports: it writes one <metric>_raw.csv per score with an extra
+        # "mean over classes" column (for one binary class a copy of the value; over a row mixing Dice and mm it would
+        # average incompatible units), formats every value as a float (the voxel counts and the surface status here
+        # are ints and strings), and writes with plain open() into fixed names (metrics.csv), not atomically as every
+        # other output here. One row per volume with all scores, written atomically, is what readers of this CSV use.
         with atomic_path(self.output_dir / f"{self.prefix}.csv") as tmp:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
@@ -113,7 +127,9 @@ class SegmentationReport:
 
 
 def markdown_report(rows: Sequence[Mapping], summary: Mapping[str, Mapping[str, float]]) -> str:
-    """Markdown: the summary over volumes (one line per score), then one line per volume."""
+    """Markdown: the summary over volumes (one line per score, units in its name), the counts of volumes without
+    surface distances (when rows carry ``surface``, see :func:`~common.metrics.surface_status`), then one line per
+    volume."""
     n_slices = sum(r["slices"] for r in rows)
     out = [
         f"{len(rows)} volumes ({n_slices} slices). Spread over volumes: population std, median, min, max.",
@@ -126,6 +142,14 @@ def markdown_report(rows: Sequence[Mapping], summary: Mapping[str, Mapping[str, 
             f"| {SCORES.get(key, key)} | {s['mean']:.4f} | {s['std']:.4f} | {s['median']:.4f} | "
             f"{s['min']:.4f} | {s['max']:.4f} | {s['n']} |"
         )
+    if rows and "surface" in rows[0]:
+        counts = {k: sum(r["surface"] == k for r in rows) for k in ("measured", "missed", "spurious", "absent")}
+        out += [
+            "",
+            f"Surface distances (HD95, ASSD) measured in {counts['measured']} volumes; {counts['missed']} missed "
+            f"(empty prediction), {counts['spurious']} spurious (empty ground truth), {counts['absent']} with both "
+            f"masks empty. {EMPTY_MASK_CONVENTION}",
+        ]
     keys = list(rows[0])
     out += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     out += [

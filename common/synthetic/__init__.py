@@ -4,3 +4,9 @@ from __future__ import annotations
 
 from .acdc import write_synthetic_acdc
 from .lgg import SITES, write_synthetic_lgg
+
+__all__ = [
+    "write_synthetic_acdc",
+    "SITES",
+    "write_synthetic_lgg",
+]

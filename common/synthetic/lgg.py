@@ -14,7 +14,7 @@ import tifffile
 from scipy import ndimage
 from tqdm import tqdm
 
-from common.data.lgg import DATA_CSV_COLUMNS
+from common.data.lgg import DATA_CSV_COLUMNS, MASK_VALUES
 
 __all__ = ["SITES", "write_synthetic_lgg"]
 
@@ -105,7 +105,7 @@ def _render_patient(p: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
                 sl[..., 2] *= 1 + 0.6 * rim
         sl = ndimage.gaussian_filter(sl * bias[..., None], (0.6, 0.6, 0))
         images[k] = sl
-        masks[k] = lesion.astype(np.uint8) * 255
+        masks[k] = lesion.astype(np.uint8) * MASK_VALUES[1]
     return images, masks
 
 

@@ -29,6 +29,10 @@ class BundleSpec:
     input_shape: Sequence[int]  # (B, C, *S) for TorchScript export checks
     train_configs: Sequence[str] = ("train.json",)
     extra: dict = field(default_factory=dict)
+    # the two-process run (test_multi_gpu): data with a validation item per rank (None: write_data), and overrides
+    # on top of tiny that make its validation metric non-zero after one epoch (so the all-gather check has teeth)
+    multi_gpu_data: Callable[[Path], Path] | None = None
+    multi_gpu_tiny: dict = field(default_factory=dict)
 
 
 SPECS = {
@@ -50,6 +54,8 @@ SPECS = {
         write_data=lambda out: write_synthetic_lgg(out, n_patients=6, seed=0, slices=(4, 6)),  # real 256x256x3
         tiny={"features": 8, "depth": 3, "epochs": 2, "batch_size": 8, "num_workers": 0},
         input_shape=(2, 3, 64, 64),
+        multi_gpu_data=lambda out: write_synthetic_lgg(out, n_patients=10, seed=0, slices=(4, 6)),  # 2 val patients
+        multi_gpu_tiny={"learning_rate": 0.01},
     ),
 }
 
@@ -84,6 +90,14 @@ def run_bundle(
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     return r
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that trains a bundle end to end (through the ``trained_bundle`` fixture) is ``slow``:
+    ``pytest -m "not slow"`` is the quick loop, CI runs everything."""
+    for item in items:
+        if "trained_bundle" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

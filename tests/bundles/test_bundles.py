@@ -145,6 +145,7 @@ def test_mlflow_run_recorded(bundle, trained_bundle):
     ), f"expected the executed config as an artifact, found {artifacts}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
     root = shutil.copytree(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import shutil
 import subprocess
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from monai.bundle import ConfigWorkflow
 
-from tests.bundles.conftest import REPO, bundle_command, run_bundle
+from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
 
 BUNDLE = "igs_acdc"
 SIZE = 32  # conftest.SPECS tiny image_size
@@ -57,7 +61,13 @@ def test_evaluation_table_covers_every_pattern_and_protocol(searched):
         assert int(r["lines"]) == SIZE // int(r["acceleration"])
         for k in ("dice_background", "dice_rv", "dice_myocardium", "dice_lv", "mean_fg", "mean"):
             assert 0.0 <= float(r[k]) <= 1.0
-    assert "| frozen | igs |" in (out / "pattern_comparison.md").read_text()
+        for k in ("hd95_rv", "hd95_myocardium", "hd95_lv", "hd95_mean_fg", "assd_rv", "assd_lv", "assd_mean_fg"):
+            assert math.isnan(float(r[k])) or float(r[k]) >= 0.0  # mm; NaN where every volume missed the class
+        assert int(r["surface_missed"]) >= 0 and int(r["surface_spurious"]) >= 0
+    md = (out / "pattern_comparison.md").read_text()
+    assert "| frozen | igs |" in md and "**HD95 (mm), mean over RV, myocardium, LV**" in md
+    for metric in ("dice", "hd95", "assd"):
+        assert (out / f"pattern_comparison_{metric}_raw.csv").is_file()
     assert (out / "dice_vs_acceleration.png").stat().st_size > 1000
 
 
@@ -87,11 +97,57 @@ def test_inference_writes_nifti_with_input_geometry(searched, pattern):
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
 
 
-def test_missing_dataset_dir_explains_how_to_generate(trained_bundle, tmp_path):
-    tb = trained_bundle(BUNDLE)
+def test_missing_dataset_dir_explains_how_to_generate(tmp_path):
+    root = shutil.copytree(
+        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    )
     cmd = bundle_command(
-        tb.root, [tb.root / "configs" / "train.json"], "--dataset_dir", str(tmp_path / "nowhere"), run_id="training"
+        root, [root / "configs" / "train.json"], "--dataset_dir", str(tmp_path / "nowhere"), run_id="training"
     )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode != 0
     assert "nowhere: expected an ACDC data set folder" in r.stderr and "python -m common.synthetic.acdc" in r.stderr
+    assert not (root / "models").exists() and not (root / "eval").exists()  # nothing made before the data check
+
+
+def test_inference_config_checks_before_training_and_search(tmp_path):
+    """MONAI Label and the zoo's check_properties load inference.json before any model.pt or IGS pattern exists."""
+    root = shutil.copytree(
+        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    )
+    wf = ConfigWorkflow(
+        config_file=str(root / "configs" / "inference.json"),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=str(root / "configs" / "logging.conf"),
+        workflow_type="inference",
+        bundle_root=str(root),
+        dataset_dir=str(tmp_path / "data"),
+    )
+    wf.initialize()
+    assert wf.parser["pattern"] == "learned"  # the shipped default, not the tests' "center"
+    assert not wf.check_properties()
+    undersample = next(
+        t for t in wf.parser.get_parsed_content("preprocessing").transforms if "KSpace" in type(t).__name__
+    )
+    with pytest.raises(FileNotFoundError, match=r"igs_x8\.npy: expected a k-space line pattern .*IGS search"):
+        undersample({"image": torch.rand(1, 256, 256)})  # the pattern is read when the first image comes
+    assert not (root / "models").exists()
+
+
+def test_inference_with_other_network_settings_says_which(trained_bundle):
+    tb = trained_bundle(BUNDLE)
+    files = [tb.root / "configs" / "inference.json", tb.tmp / "tiny.json"]
+    args = [
+        "--dataset_dir",
+        str(tb.data),
+        "--output_dir",
+        str(tb.tmp / "mismatch"),
+        "--unet_features",
+        "[8, 8, 16, 16, 32, 8]",
+    ]
+    r = subprocess.run(bundle_command(tb.root, files, *args), capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode != 0
+    trained = SPECS[BUNDLE].tiny["unet_features"]
+    assert f"found weights trained with image_size={SIZE}, num_classes=4, unet_features={trained}" in r.stderr
+    assert f"pass the same overrides, e.g. --unet_features '{json.dumps(trained)}'" in r.stderr
+    assert "size mismatch" not in r.stderr  # PyTorch's list of every tensor is not shown

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
+import subprocess
 
 import nibabel as nib
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from common.data import lgg_patients
-from tests.bundles.conftest import REPO, run_bundle
+from tests.bundles.conftest import REPO, bundle_command, run_bundle
 from tests.support.reference import seed_dice_loss
 
 BUNDLE = "unet_lgg"
@@ -23,7 +25,7 @@ SIZE = 256  # the tiny test copy keeps the real slice size
 def test_training_wrote_checkpoints_and_per_volume_dice(trained_bundle):
     tb = trained_bundle(BUNDLE)
     assert (tb.root / "models" / "model.pt").is_file() and (tb.root / "models" / "checkpoint_last.pt").is_file()
-    assert "LGG train: 4 patients" in tb.log and "LGG val: 2 patients" in tb.log  # 6 patients, fold 0 of 5
+    assert "LGG train: 3 patients" in tb.log and "LGG val: 1 patients" in tb.log  # 6 patients: 2 test, fold 0 of 5
     assert "Metrics -- val_mean_dice" in tb.log and "Metrics -- train_mean_dice" in tb.log
 
 
@@ -43,14 +45,17 @@ def test_evaluation_writes_per_volume_table_and_figure(trained_bundle):
     run_bundle(tb.root, ["train.json", "evaluate.json"], tb.tmp, "--dataset_dir", str(tb.data))
     out = tb.root / "eval"
     rows = list(csv.DictReader(open(out / "evaluation.csv")))
-    assert sorted(r["name"] for r in rows) == sorted(p.name for p in lgg_patients(tb.data, "val"))
+    assert sorted(r["name"] for r in rows) == sorted(p.name for p in lgg_patients(tb.data, "test"))
     for r in rows:
         for k in ("dice_volume", "dice_volume_lcc", "dice_slice_all"):
             assert 0.0 <= float(r[k]) <= 1.0
         assert int(r["tumour_slices"]) >= 1 and int(r["slices"]) >= int(r["tumour_slices"])
+        assert r["surface"] in ("measured", "missed", "spurious", "absent") and "hd95_mm" not in r
+        assert (r["surface"] != "measured") == math.isnan(float(r["hd95_px"]))  # kaggle_3m: no geometry, pixels
     md = (out / "evaluation.md").read_text()
     for title in ("Dice per volume |", "Dice per volume, largest 3D component kept |", "Dice per slice, slices"):
         assert f"| {title}" in md
+    assert "| HD95 per volume (pixels: 1 per pixel along H and W, 1 per slice) |" in md
     assert (out / "evaluation_slices.png").stat().st_size > 1000
 
 
@@ -99,3 +104,12 @@ def test_missing_dataset_dir_explains_how_to_generate(tmp_path):
     cause = e.value.__cause__
     assert isinstance(cause, FileNotFoundError) and "nowhere: expected a kaggle_3m data set folder" in str(cause)
     assert "python -m common.synthetic.lgg" in str(cause)
+    root = shutil.copytree(
+        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    )
+    cmd = bundle_command(
+        root, [root / "configs" / "train.json"], "--dataset_dir", str(tmp_path / "nowhere"), run_id="training"
+    )
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode != 0 and "nowhere: expected a kaggle_3m data set folder" in r.stderr
+    assert not (root / "models").exists() and not (root / "eval").exists()  # nothing made before the data check

@@ -1,16 +1,21 @@
-"""Compare k-space line patterns by downstream segmentation Dice: frozen network and fine-tuned per pattern."""
+"""Compare k-space line patterns by downstream segmentation (Dice, HD95, ASSD per volume): frozen network and
+fine-tuned per pattern."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import logging
+import os
+import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.handlers.utils import write_metrics_reports
 from torch import nn
 from tqdm import tqdm
 
@@ -21,11 +26,20 @@ from common.apps.igs.search import (
     igs_loss,
     network_input,
 )
+from common.metrics.surface import SurfaceDistances, surface_distances, surface_summary
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.masks import line_mask, load_line_pattern
 from common.utils.atomic_io import atomic_path
 
-__all__ = ["CENTER_FRACTIONS", "volume_dice", "fine_tune", "PatternComparison"]
+__all__ = [
+    "CENTER_FRACTIONS",
+    "predict_slices",
+    "pooled_dice",
+    "volume_dice",
+    "volume_surface_distances",
+    "fine_tune",
+    "PatternComparison",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +52,49 @@ def _volume_keys(items: Sequence[dict]) -> list[str]:
 
 
 @torch.no_grad()
+def predict_slices(
+    network: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    mask: torch.Tensor,
+    pe_dim: int = -1,
+    amp: bool = False,
+    normalize: Normalize | None = zscore_slices,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's class map of every slice undersampled with ``mask``, and the ground truth, in batch order.
+
+    ``batches`` from :func:`~common.apps.igs.cache_line_spectra`. Returns ``(N, H, W)`` uint8 prediction (argmax of
+    the logits) and ground truth, on the CPU (classes < 256).
+    """
+    network.eval()
+    preds, labels = [], []
+    for spectrum, label in batches:
+        image = network_input(spectrum, mask, pe_dim, normalize)
+        with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
+            preds.append(network(image).argmax(1).to(torch.uint8).cpu())
+        labels.append(label[:, 0].round().to(torch.uint8).cpu())
+    return torch.cat(preds), torch.cat(labels)
+
+
+def pooled_dice(pred: torch.Tensor, label: torch.Tensor, volumes: Sequence[str], num_classes: int) -> np.ndarray:
+    """Dice per volume and class with the slices of a volume pooled (the Dice of the stacked volume, as in ACDC's 3D
+    evaluation).
+
+    ``pred``, ``label`` ``(N, H, W)`` class maps; ``volumes`` names the volume of each slice. Returns
+    ``(V, num_classes)`` float64, volumes in sorted name order, NaN where a class is absent from both prediction and
+    ground truth (an empty ground truth with a non-empty prediction scores 0).
+    """
+    names = sorted(set(volumes))
+    index = torch.as_tensor([names.index(v) for v in volumes])
+    inter = torch.zeros(len(names), num_classes, dtype=torch.float64)
+    total = torch.zeros_like(inter)
+    for c in range(num_classes):
+        p, g = (pred == c).flatten(1), (label == c).flatten(1)
+        inter[:, c].index_add_(0, index, (p & g).sum(1).double())
+        total[:, c].index_add_(0, index, (p.sum(1) + g.sum(1)).double())
+    dice = (2 * inter / total).numpy()
+    return np.where(total.numpy() > 0, dice, np.nan)
+
+
 def volume_dice(
     network: nn.Module,
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -48,31 +105,57 @@ def volume_dice(
     amp: bool = False,
     normalize: Normalize | None = zscore_slices,
 ) -> np.ndarray:
-    """Dice per volume and class of the network on images undersampled with ``mask``.
+    """Dice per volume and class of the network on images undersampled with ``mask``: :func:`predict_slices`, then
+    :func:`pooled_dice` (``(V, num_classes)``, NaN where a class is absent from both prediction and ground truth)."""
+    pred, label = predict_slices(network, batches, mask, pe_dim, amp, normalize)
+    return pooled_dice(pred, label, volumes, num_classes)
 
-    ``batches`` from :func:`~common.apps.igs.cache_line_spectra`; ``volumes`` names the volume of each slice in batch
-    order (slices of one volume are pooled, as in ACDC's 3D evaluation). Returns ``(V, num_classes)`` with NaN where
-    a class is absent from both prediction and ground truth.
+
+def volume_surface_distances(
+    pred: torch.Tensor, label: torch.Tensor, items: Sequence[dict], num_classes: int
+) -> SurfaceDistances:
+    """HD95 and ASSD per volume and foreground class (:func:`~common.metrics.surface_distances`).
+
+    ``pred``, ``label`` ``(N, H, W)`` class maps of the slice dicts ``items`` (same order, with ``patient``,
+    ``phase``, ``slice`` and ``spacing``: mm per pixel along H and W and the slice thickness). Each volume's slices
+    are stacked in ``slice`` order into ``(H, W, D)``; volumes in sorted ``patient/phase`` order, as
+    :func:`pooled_dice`. Distances are in mm, or in pixels (1 per pixel and per slice) when no item has ``spacing``.
+    Returns ``(V, num_classes - 1)`` arrays (background left out); NaN and counted where a mask is empty (see
+    :data:`~common.metrics.EMPTY_MASK_CONVENTION`).
     """
-    network.eval()
-    names = sorted(set(volumes))
-    index = torch.as_tensor([names.index(v) for v in volumes])
-    inter = torch.zeros(len(names), num_classes, dtype=torch.float64)
-    total = torch.zeros_like(inter)
-    start = 0
-    for spectrum, label in batches:
-        image = network_input(spectrum, mask, pe_dim, normalize)
-        with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
-            pred = network(image).argmax(1)
-        gt = label[:, 0].long()
-        vol = index[start : start + len(pred)]
-        start += len(pred)
-        for c in range(num_classes):
-            p, g = (pred == c).flatten(1), (gt == c).flatten(1)
-            inter[:, c].index_add_(0, vol, (p & g).sum(1).double().cpu())
-            total[:, c].index_add_(0, vol, (p.sum(1) + g.sum(1)).double().cpu())
-    dice = (2 * inter / total).numpy()
-    return np.where(total.numpy() > 0, dice, np.nan)
+    if len(items) != len(pred) or pred.shape != label.shape:
+        raise ValueError(
+            f"pred, label, items: expected {len(items)} slices (one per item) of equal shape, found "
+            f"{tuple(pred.shape)} and {tuple(label.shape)}"
+        )
+    with_spacing = ["spacing" in d for d in items]
+    if any(with_spacing) and not all(with_spacing):
+        raise ValueError(
+            f"items: expected 'spacing' in every slice dict or in none, found it in {sum(with_spacing)} "
+            f"of {len(items)}"
+        )
+    keys = _volume_keys(items)
+    preds, labels, spacings = [], [], []
+    for name in sorted(set(keys)):
+        members = sorted((int(items[i].get("slice", i)), i) for i, k in enumerate(keys) if k == name)
+        numbers = [n for n, _ in members]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"items: expected distinct 'slice' numbers in volume {name}, found {numbers}")
+        order = [i for _, i in members]
+        preds.append(pred[order].permute(1, 2, 0))
+        labels.append(label[order].permute(1, 2, 0))
+        if all(with_spacing):
+            sp = {tuple(np.asarray(items[i]["spacing"], dtype=np.float64).tolist()) for i in order}
+            if len(sp) != 1:
+                raise ValueError(f"items: expected one spacing per volume, found {sorted(sp)} in volume {name}")
+            spacings.append(sp.pop())
+    # one call per volume: the depths differ between volumes (surface_distances loops over volumes anyway)
+    parts = [
+        surface_distances(p[None, None], g[None, None], s, num_classes=num_classes)
+        for p, g, s in zip(preds, labels, spacings or [None] * len(preds))
+    ]
+    fields = ("hd95", "assd", "pred_empty", "label_empty")
+    return SurfaceDistances(*(np.concatenate([getattr(d, f) for d in parts]) for f in fields), unit=parts[0].unit)
 
 
 def fine_tune(
@@ -116,13 +199,23 @@ class PatternComparison:
     it is first fine-tuned ``fine_tune_epochs`` epochs on training images undersampled with the pattern (AdamW
     ``fine_tune_lr``, 0.75 Dice + 0.25 CE). Dice is computed per volume (the slices of a frame pooled) and averaged
     over volumes, per class, over the foreground classes (``mean_fg``) and over all classes incl. background
-    (``mean``, the authors' figure). Writes ``pattern_comparison.csv``, ``pattern_comparison.md`` and
-    ``dice_vs_acceleration.png`` to ``output_dir``.
+    (``mean``, the authors' figure). HD95 and ASSD are computed per volume (the slices of a frame stacked in slice
+    order, in mm from each slice's ``spacing``) and foreground class, averaged over volumes per class
+    (``hd95_<class>``, ``assd_<class>``) and then over the foreground classes (``hd95_mean_fg``, ``assd_mean_fg``);
+    a class empty in the prediction or the ground truth of a volume gives NaN, left out of the means, and is counted
+    in ``surface_missed`` / ``surface_spurious`` (:data:`~common.metrics.EMPTY_MASK_CONVENTION`).
+
+    Writes to ``output_dir``: ``pattern_comparison.csv`` (one row per protocol, pattern and acceleration),
+    ``pattern_comparison.md``, ``dice_vs_acceleration.png``, and the per-volume values
+    ``pattern_comparison_{dice,hd95,assd}_raw.csv`` (one line per run and volume, named
+    ``<protocol>/<pattern>/x<acc>/<patient>/<phase>``; the ``mean`` column is the NaN-aware mean over that line's
+    classes).
 
     Args:
         network: the pretrained network (weights loaded), ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
         train_data / test_data: slice dicts (``image`` ``(C, H, W)``, ``label`` ``(1, H, W)``, ``patient``,
-            ``phase``).
+            ``phase``; test slices also ``slice`` and ``spacing`` ``(3,)`` mm, see
+            :func:`~common.data.acdc.load_acdc_slices`; without ``spacing`` the distances are in pixels).
         output_dir: where the table and the figure go.
         igs_dir: folder with ``igs_x{acc}.npy`` from :class:`~common.apps.igs.IterativeGradientSampling`.
         class_names: one per output class, background first.
@@ -198,7 +291,8 @@ class PatternComparison:
             for pattern in self.patterns
         ]
         masks = {(p, a): (torch.ones(width) if p == "full" else self._mask(p, a, width)) for p, a, _ in runs}
-        rows = []
+        rows, details = [], []
+        unit = "px"
         for pattern, acc, protocol in tqdm(runs, desc="patterns", disable=None):
             mask = masks[(pattern, acc)].to(self.device)
             net = self.network
@@ -213,19 +307,41 @@ class PatternComparison:
                     amp=self.amp,
                     seed=self.seed,
                 )
-            dice = volume_dice(net, test, volumes, mask, len(self.class_names), self.pe_dim, self.amp)
-            per_class = np.nanmean(dice, axis=0)
+            pred, label = predict_slices(net, test, mask, self.pe_dim, self.amp)
+            dice = pooled_dice(pred, label, volumes, len(self.class_names))
+            surface = volume_surface_distances(pred, label, self.test_data, len(self.class_names))
+            unit = surface.unit
+            per_class = _nanmean(dice, axis=0)
             row = {"protocol": protocol, "pattern": pattern, "acceleration": acc, "lines": int(mask.sum())}
             row.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
-            row["mean_fg"] = float(np.nanmean(per_class[1:]))
-            row["mean"] = float(np.nanmean(per_class))
+            row["mean_fg"] = float(_nanmean(per_class[1:]))
+            row["mean"] = float(_nanmean(per_class))
+            summary = surface_summary(surface)
+            for key in ("hd95", "assd"):
+                row.update({f"{key}_{n}": float(v) for n, v in zip(self.class_names[1:], summary[key])})
+                row[f"{key}_mean_fg"] = float(_nanmean(summary[key]))
+            row["surface_missed"] = int(summary["missed"].sum())
+            row["surface_spurious"] = int(summary["spurious"].sum())
             rows.append(row)
-            logger.info("%s %s x%d: mean_fg %.4f mean %.4f", protocol, pattern, acc, row["mean_fg"], row["mean"])
-        self._write(rows, len(self.test_data), len(set(volumes)))
+            details.append((f"{protocol}/{pattern}/x{acc}", dice, surface))
+            logger.info(
+                "%s %s x%d: Dice mean_fg %.4f mean %.4f, HD95 mean_fg %.2f %s, ASSD mean_fg %.2f %s",
+                protocol,
+                pattern,
+                acc,
+                row["mean_fg"],
+                row["mean"],
+                row["hd95_mean_fg"],
+                unit,
+                row["assd_mean_fg"],
+                unit,
+            )
+        self._write(rows, len(self.test_data), len(set(volumes)), unit)
+        self._write_per_volume(details, sorted(set(volumes)))
         logger.info("pattern comparison done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
         return rows
 
-    def _write(self, rows: list[dict], n_slices: int, n_volumes: int) -> None:
+    def _write(self, rows: list[dict], n_slices: int, n_volumes: int, unit: str) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.output_dir / "pattern_comparison.csv") as tmp:
             with open(tmp, "w", newline="") as f:
@@ -233,5 +349,30 @@ class PatternComparison:
                 writer.writeheader()
                 writer.writerows(rows)
         with atomic_path(self.output_dir / "pattern_comparison.md") as tmp:
-            tmp.write_text(markdown_table(rows, self.accelerations, n_slices, n_volumes))
+            tmp.write_text(markdown_table(rows, self.accelerations, n_slices, n_volumes, unit))
         plot_dice_vs_acceleration(rows, self.output_dir / "dice_vs_acceleration.png")
+
+    def _write_per_volume(self, details: list[tuple[str, np.ndarray, SurfaceDistances]], names: list[str]) -> None:
+        """Per-volume values with MONAI's ``write_metrics_reports`` (one ``<key>_raw.csv`` per metric, a line per run
+        and volume, a column per class plus their mean); it writes with plain ``open()``, so into a temporary folder
+        first, then each file is moved into place in one rename."""
+        lines = [f"{run}/{name}" for run, _, _ in details for name in names]
+        values = {
+            "pattern_comparison_dice": (np.concatenate([d for _, d, _ in details]), self.class_names),
+            "pattern_comparison_hd95": (np.concatenate([s.hd95 for _, _, s in details]), self.class_names[1:]),
+            "pattern_comparison_assd": (np.concatenate([s.assd for _, _, s in details]), self.class_names[1:]),
+        }
+        with tempfile.TemporaryDirectory(dir=self.output_dir, prefix=".per_volume.") as tmp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # its nanmean of a line whose classes are all NaN
+                for key, (v, labels) in values.items():
+                    write_metrics_reports(tmp, lines, None, {key: v}, None, class_labels=list(labels))
+            for key in values:
+                os.replace(Path(tmp) / f"{key}_raw.csv", self.output_dir / f"{key}_raw.csv")
+
+
+def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """``np.nanmean`` without the warning: NaN where every value is NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    n = (~np.isnan(values)).sum(axis)
+    return np.where(n > 0, np.nansum(values, axis) / np.maximum(n, 1), np.nan)

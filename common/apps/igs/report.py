@@ -1,4 +1,4 @@
-"""Tables and figures of the IGS search and of the pattern comparison."""
+"""Tables and figures of the IGS search and of the pattern comparison (Dice, HD95, ASSD)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import save_figure
 
 __all__ = ["plot_igs_search", "markdown_table", "plot_dice_vs_acceleration"]
@@ -44,11 +45,23 @@ def plot_igs_search(
     return save_figure(fig, path)
 
 
-def markdown_table(rows: Sequence[dict], accelerations: Sequence[int], n_slices: int, n_volumes: int) -> str:
-    """Markdown: a summary (mean Dice by pattern and acceleration per protocol) and the full per-class listing."""
-    out = [f"Test set: {n_volumes} volumes ({n_slices} slices). Dice per volume, averaged over volumes.", ""]
-    for metric, title in (("mean_fg", "mean over RV, myocardium, LV"), ("mean", "mean incl. background")):
-        out += [f"**Dice, {title}**", "", "| protocol | pattern | " + " | ".join(f"x{a}" for a in accelerations) + " |"]
+def markdown_table(
+    rows: Sequence[dict], accelerations: Sequence[int], n_slices: int, n_volumes: int, unit: str = "mm"
+) -> str:
+    """Markdown: summaries by pattern and acceleration per protocol (mean Dice; mean HD95 and ASSD in ``unit`` when
+    the rows have them), then the full per-class listing."""
+    out = [f"Test set: {n_volumes} volumes ({n_slices} slices). Scores per volume, averaged over volumes.", ""]
+    unit_text = "mm" if unit == "mm" else "pixels: 1 per pixel along H and W, 1 per slice"
+    tables = [
+        ("mean_fg", "Dice, mean over RV, myocardium, LV", "{:.3f}"),
+        ("mean", "Dice, mean incl. background", "{:.3f}"),
+        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over RV, myocardium, LV", "{:.2f}"),
+        ("assd_mean_fg", f"ASSD ({unit_text}), mean over RV, myocardium, LV", "{:.2f}"),
+    ]
+    for metric, title, fmt in tables:
+        if metric not in rows[0]:
+            continue
+        out += [f"**{title}**", "", "| protocol | pattern | " + " | ".join(f"x{a}" for a in accelerations) + " |"]
         out.append("|" + "---|" * (2 + len(accelerations)))
         for protocol in dict.fromkeys(r["protocol"] for r in rows):
             full = next(r for r in rows if r["protocol"] == protocol and r["pattern"] == "full")
@@ -56,9 +69,22 @@ def markdown_table(rows: Sequence[dict], accelerations: Sequence[int], n_slices:
                 vals = {
                     r["acceleration"]: r[metric] for r in rows if r["protocol"] == protocol and r["pattern"] == pattern
                 }
-                out.append(f"| {protocol} | {pattern} | " + " | ".join(f"{vals[a]:.3f}" for a in accelerations) + " |")
-            out.append(f"| {protocol} | full (x1) | " + " | ".join(f"{full[metric]:.3f}" for _ in accelerations) + " |")
+                out.append(
+                    f"| {protocol} | {pattern} | " + " | ".join(fmt.format(vals[a]) for a in accelerations) + " |"
+                )
+            out.append(
+                f"| {protocol} | full (x1) | " + " | ".join(fmt.format(full[metric]) for _ in accelerations) + " |"
+            )
         out.append("")
+    if "surface_missed" in rows[0]:
+        missed = sum(r["surface_missed"] for r in rows)
+        spurious = sum(r["surface_spurious"] for r in rows)
+        out += [
+            f"HD95 and ASSD per volume and foreground class (slices stacked in slice order). Over all rows, {missed} "
+            f"(volume, class) pairs missed and {spurious} spurious (columns surface_missed, surface_spurious). "
+            f"{EMPTY_MASK_CONVENTION}",
+            "",
+        ]
     keys = list(rows[0])
     out += ["**All rows**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     out += [

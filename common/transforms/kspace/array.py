@@ -16,7 +16,7 @@ from common.transforms.kspace.functional import (
     check_pe_dim,
     undersample,
 )
-from common.transforms.kspace.masks import load_line_pattern
+from common.transforms.kspace.masks import LearnedLines, MaskFactory
 
 __all__ = ["KSpaceUndersample"]
 
@@ -25,37 +25,53 @@ class KSpaceUndersample(Transform):
     """Acquire a magnitude image as if with the given k-space pattern (zero-filled reconstruction, magnitude).
 
     Args:
-        mask: line weights ``(L,)`` / ``(C, L)``, or a 2D point mask with ``point=True``; a path to a ``.npy``
-            pattern from :func:`save_line_pattern` is read with :func:`load_line_pattern`.
+        mask: line weights ``(L,)`` / ``(C, L)``, or a 2D point mask with ``point=True``; or a mask factory
+            ``width -> (width,)`` line mask (the classes of :mod:`common.transforms.kspace.masks`, what
+            :func:`~common.transforms.kspace.masks.line_pattern` returns), called on every image with its width
+            along ``pe_dim``; a path to a ``.npy`` pattern from :func:`save_line_pattern` is read on every call
+            (:class:`~common.transforms.kspace.masks.LearnedLines`), so a missing file raises when an image comes,
+            not when the transform is made.
         pe_dim: -1 (lines index W) or -2 (lines index H) of the in-plane axes.
-        point: whether ``mask`` is a 2D point mask.
+        point: whether ``mask`` is a 2D point mask (a tensor then, not a factory).
 
     Shapes: ``img`` ``(C, H, W)`` or a stack of slices ``(C, H, W, D)`` (each slice ``[..., d]`` undersampled
-    in-plane) -> float32 of the same shape and type (MetaTensor meta kept), on ``img.device``.
+    in-plane) -> float32 of the same shape and type (MetaTensor meta kept), on ``img.device``. A factory's mask is
+    built per call and not kept on the object.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, mask: NdarrayOrTensor | str | Path, pe_dim: int = -1, point: bool = False) -> None:
+    def __init__(self, mask: NdarrayOrTensor | MaskFactory | str | Path, pe_dim: int = -1, point: bool = False) -> None:
         self.pe_dim = check_pe_dim(pe_dim)
         self.point = point
         if isinstance(mask, (str, Path)):
-            mask = load_line_pattern(mask)
-        self.mask = torch.as_tensor(np.asarray(mask) if isinstance(mask, list) else mask, dtype=torch.float32)
-        broadcast_mask(self.mask, pe_dim, point)
+            mask = LearnedLines(mask)
+        self.mask: torch.Tensor | None = None
+        self.mask_factory: MaskFactory | None = None
+        if callable(mask) and not isinstance(mask, (torch.Tensor, np.ndarray)):
+            if point:
+                raise ValueError("mask: expected a 2D point mask tensor with point=True, found a line-mask factory")
+            self.mask_factory = mask
+        else:
+            self.mask = torch.as_tensor(np.asarray(mask) if isinstance(mask, list) else mask, dtype=torch.float32)
+            broadcast_mask(self.mask, pe_dim, point)
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         x = convert_to_tensor(img, dtype=torch.float32, track_meta=False)
         if x.ndim not in (3, 4):
             raise ValueError(f"KSpaceUndersample: expected (C, H, W) or (C, H, W, D), found shape {tuple(x.shape)}")
         size = x.shape[1 + (self.pe_dim == -1)] if not self.point else None
-        if size is not None and self.mask.shape[-1] != size:
+        mask = self.mask
+        if self.mask_factory is not None:
+            mask = torch.as_tensor(self.mask_factory(size), dtype=torch.float32)  # local: no state kept
+            broadcast_mask(mask, self.pe_dim, False)
+        if size is not None and mask.shape[-1] != size:
             raise ValueError(
-                f"KSpaceUndersample: expected an image {self.mask.shape[-1]} lines wide along the "
+                f"KSpaceUndersample: expected an image {mask.shape[-1]} lines wide along the "
                 f"phase-encoding axis, found {size} (image shape {tuple(x.shape)})"
             )
         if x.ndim == 4:  # (C, H, W, D) -> (D, C, H, W): slices become a batch
-            out = undersample(x.movedim(-1, 0), self.mask, self.pe_dim, self.point).movedim(0, -1)
+            out = undersample(x.movedim(-1, 0), mask, self.pe_dim, self.point).movedim(0, -1)
         else:
-            out = undersample(x, self.mask, self.pe_dim, self.point)
+            out = undersample(x, mask, self.pe_dim, self.point)
         return convert_to_dst_type(out.contiguous(), img, dtype=torch.float32)[0]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,17 @@ __all__ = [
     "EquispacedLines",
     "RandomLines",
     "FullLines",
+    "LearnedLines",
+    "MaskFactory",
+    "line_pattern",
     "line_mask",
     "save_line_pattern",
     "load_line_pattern",
 ]
+
+
+MaskFactory = Callable[[int], torch.Tensor]
+"""A line pattern built from the image: ``factory(width)`` -> float32 mask ``(width,)`` (or ``(C, width)``)."""
 
 
 def num_lines(width: int, acceleration: float) -> int:
@@ -113,6 +121,63 @@ class FullLines:
         return torch.ones(width, dtype=torch.float32)
 
 
+class LearnedLines:
+    """A learned (IGS) line pattern read from its ``.npy`` file each time a mask is asked for.
+
+    Args:
+        pattern_file: ``.npy`` written by :func:`save_line_pattern` (``(W,)`` or ``(C, W)`` line weights).
+
+    Nothing is read when the object is made, so a configuration that names a pattern the search has not written
+    yet can still be parsed and checked; the call raises ``FileNotFoundError`` naming the file.
+    """
+
+    def __init__(self, pattern_file: str | Path) -> None:
+        self.pattern_file = Path(pattern_file)
+
+    def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
+        """Return the pattern as float32 ``(width,)`` / ``(C, width)``; ``seed`` is accepted and unused."""
+        return load_line_pattern(self.pattern_file, width=width)
+
+
+_KINDS = ("center", "equispaced", "random", "full", "learned")
+
+
+def line_pattern(
+    kind: str,
+    acceleration: float = 1.0,
+    center_fraction: float | None = None,
+    seed: int | None = None,
+    pattern_file: str | Path | None = None,
+) -> MaskFactory:
+    """Map a configuration string to a mask factory ``width -> (width,)`` mask (as fastMRI's mask-type factory).
+
+    Args:
+        kind: ``"center"``, ``"equispaced"``, ``"random"``, ``"full"`` or ``"learned"`` (read from ``pattern_file``
+            when the mask is built, not now).
+        acceleration: undersampling factor; the mask keeps exactly ``width // acceleration`` lines.
+        center_fraction: fraction of the width in the centre block (equispaced, random); ignored by the others.
+        seed: bound to the factory, so every call gives the same mask (random, equispaced); ignored by the others.
+        pattern_file: ``.npy`` written by :func:`save_line_pattern` (learned); ignored by the others.
+
+    Bad arguments (kind, acceleration, centre fraction, a missing ``pattern_file`` argument) raise here; a missing or
+    malformed pattern file raises when the factory is called.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(_KINDS)}, found '{kind}'")
+    if kind == "full":
+        return FullLines()
+    if kind == "learned":
+        if pattern_file is None:
+            raise ValueError("pattern_file: expected the .npy of a learned pattern for kind 'learned', found None")
+        return LearnedLines(pattern_file)
+    if kind == "center":
+        return CenterLines(acceleration)
+    if center_fraction is None:
+        raise ValueError(f"center_fraction: expected a fraction in (0, 1] for kind '{kind}', found None")
+    cls = EquispacedLines if kind == "equispaced" else RandomLines
+    return functools.partial(cls(acceleration, center_fraction), seed=seed)
+
+
 def line_mask(
     kind: str,
     width: int,
@@ -131,20 +196,7 @@ def line_mask(
         seed: for random and equispaced patterns.
         pattern_file: ``.npy`` written by :func:`save_line_pattern` (learned).
     """
-    if kind == "center":
-        return CenterLines(acceleration)(width, seed)
-    if kind in ("equispaced", "random"):
-        if center_fraction is None:
-            raise ValueError(f"line_mask('{kind}'): expected a center_fraction, found None")
-        cls = EquispacedLines if kind == "equispaced" else RandomLines
-        return cls(acceleration, center_fraction)(width, seed)
-    if kind == "full":
-        return FullLines()(width)
-    if kind == "learned":
-        if pattern_file is None:
-            raise ValueError("line_mask('learned'): expected a pattern_file, found None")
-        return load_line_pattern(pattern_file, width=width)
-    raise ValueError(f"line_mask: expected kind in center/equispaced/random/full/learned, found '{kind}'")
+    return line_pattern(kind, acceleration, center_fraction, seed, pattern_file)(width)
 
 
 def save_line_pattern(
@@ -181,7 +233,11 @@ def load_line_pattern(path: str | Path, width: int | None = None, channels: int 
     """Read a ``.npy`` line pattern as float32 ``(W,)`` or ``(C, W)``, checking its width (and channel count)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: expected a k-space line pattern (.npy), found no such file")
+        raise FileNotFoundError(
+            f"{path}: expected a k-space line pattern (.npy), found no such file; a learned pattern is written by the "
+            "IGS search (`python -m monai.bundle run --config_file \"['<bundle>/configs/train.json',"
+            "'<bundle>/configs/igs_search.json']\"`), or choose a baseline (--pattern center|equispaced|random|full)"
+        )
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises several types for non-npy content

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.data import acdc_frames, acdc_slices, find_acdc_frames, read_info_cfg
+from common.data import acdc_frames, acdc_slices, find_acdc_frames, load_acdc_slices, read_info_cfg
 from common.synthetic import write_synthetic_acdc
 
 
@@ -105,3 +105,57 @@ def test_label_shape_mismatch_is_named(acdc, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 3), np.uint8), np.eye(4)), str(gt))
     with pytest.raises(ValueError, match=r"patient102_frame01_gt.nii.gz: expected the shape of its image"):
         acdc_slices(bad, "test", spatial_size=32)
+
+
+def _rewrite(path, array):
+    """Save ``array`` over the NIfTI at ``path``, keeping its affine and header (so only the values change)."""
+    old = nib.load(str(path))
+    img = nib.Nifti1Image(array, old.affine)
+    img.header.set_zooms(old.header.get_zooms()[: array.ndim])
+    nib.save(img, str(path))
+
+
+def test_every_bad_value_and_shape_is_reported_at_once(acdc, tmp_path):
+    bad = tmp_path / "values"
+    shutil.copytree(acdc / "training", bad / "training")
+    p = bad / "training"
+    gt = p / "patient001/patient001_frame01_gt.nii.gz"
+    label = np.asarray(nib.load(gt).dataobj).astype(np.float32)
+    label[label == 1] = 1.5  # a float label between classes: not rounded silently
+    _rewrite(gt, label)
+    four = next(p.glob("patient002/patient002_frame[0-9][0-9]_gt.nii.gz"))
+    label = np.asarray(nib.load(four).dataobj).copy()
+    label[0, 0, 0] = 4
+    _rewrite(four, label)
+    shape = p / "patient003/patient003_frame01_gt.nii.gz"
+    _rewrite(shape, np.zeros((10, 10, 3), np.uint8))
+    shape2 = p / "patient004/patient004_frame01_gt.nii.gz"
+    _rewrite(shape2, np.zeros((12, 12, 2), np.uint8))
+    nan = p / "patient005/patient005_frame01.nii.gz"
+    image = np.asarray(nib.load(nan).dataobj).astype(np.float32)
+    image[5, 5, 0] = np.nan
+    _rewrite(nan, image)
+    with pytest.raises(ValueError) as e:
+        load_acdc_slices(find_acdc_frames(bad, ("training",)), spatial_size=32)
+    msg = str(e.value)
+    assert "ACDC data: 5 problems" in msg
+    assert f"{gt}: expected label values in {{0, 1, 2, 3}}, found also 1.5 (float32)" in msg
+    assert f"{four}: expected label values in {{0, 1, 2, 3}}, found also 4" in msg
+    assert f"{shape}: expected the shape of its image" in msg and "found (10, 10, 3)" in msg
+    assert f"{shape2}: expected the shape of its image" in msg and "found (12, 12, 2)" in msg
+    assert f"{nan}: expected finite intensities, found 1 NaN/inf" in msg
+
+
+def test_unreadable_and_non_3d_files_are_reported_with_the_others(acdc, tmp_path):
+    bad = tmp_path / "unreadable"
+    shutil.copytree(acdc / "testing", bad / "testing")
+    corrupt = bad / "testing/patient101/patient101_frame01.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b not really gzip")
+    flat = bad / "testing/patient102/patient102_frame01_gt.nii.gz"
+    _rewrite(flat, np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError) as e:
+        acdc_slices(bad, "test", spatial_size=32)
+    msg = str(e.value)
+    assert "ACDC data: 2 problems" in msg
+    assert f"{corrupt}: expected a readable NIfTI volume, found unreadable content" in msg
+    assert f"{flat}: expected a 3D short-axis stack (H, W, slices), found shape (10, 10)" in msg

@@ -123,22 +123,37 @@ def test_slices_are_the_volumes_cut(lgg):
 
 
 @pytest.mark.parametrize("num_folds", [2, 3, 5])
-def test_no_patient_is_in_two_splits(lgg, tmp_path, num_folds):
+def test_train_val_test_are_disjoint_by_patient_and_cover_it(lgg, tmp_path, num_folds):
     root = _copy(lgg, tmp_path)
     first = sorted((root / "kaggle_3m").iterdir())[0]
     shutil.copytree(first, first.with_name(patient_id(first.name) + "_20110101"))  # same patient, second date
     ids = {p.id for p in find_lgg_patients(root)}
     assert len(ids) == 6 and len(find_lgg_patients(root)) == 7
-    seen = []
+    tested = []
     for fold in range(num_folds):
-        train = {p.id for p in lgg_patients(root, "train", num_folds, fold, seed=1)}
-        val = {p.id for p in lgg_patients(root, "val", num_folds, fold, seed=1)}
-        assert val and not train & val and train | val == ids
-        seen += sorted(val)
-    assert sorted(seen) == sorted(ids)  # each patient validated exactly once over the folds
-    assert [p.name for p in lgg_patients(root, "val", num_folds, 0, seed=1)] == [
-        p.name for p in lgg_patients(root, "val", num_folds, 0, seed=1)
-    ]
+        train, val, test = (
+            {p.id for p in lgg_patients(root, split, num_folds, fold, seed=1)} for split in ("train", "val", "test")
+        )
+        assert train and val and test and test != val
+        assert not train & val and not train & test and not val & test and train | val | test == ids
+        dated = [p.name for p in lgg_patients(root, "train", num_folds, fold, seed=1) if p.id == patient_id(first.name)]
+        assert len(dated) in (0, 2)  # both dated folders of a patient go to the same split
+        tested += sorted(test)
+    assert sorted(tested) == sorted(ids)  # each patient tested exactly once over the folds
+    for split in ("train", "val", "test"):  # seeded: equal arguments give equal splits, another seed another
+        assert [p.name for p in lgg_patients(root, split, num_folds, 0, seed=1)] == [
+            p.name for p in lgg_patients(root, split, num_folds, 0, seed=1)
+        ]
+    assert len({tuple(p.id for p in lgg_patients(root, "test", 3, 0, seed=s)) for s in range(5)}) > 1
+
+
+def test_val_fraction_sizes_the_validation_split(lgg):
+    assert len(lgg_patients(lgg, "test", num_folds=3)) == 2
+    assert len(lgg_patients(lgg, "val", num_folds=3, val_fraction=0.2)) == 1  # max(1, round(0.2 * 4))
+    assert len(lgg_patients(lgg, "val", num_folds=3, val_fraction=0.5)) == 2
+    assert len(lgg_patients(lgg, "train", num_folds=3, val_fraction=0.5)) == 2
+    items = lgg_slices(lgg, "train", num_folds=3, image_size=SIZE, val_fraction=0.5)
+    assert {d["patient"] for d in items} == {p.name for p in lgg_patients(lgg, "train", 3, val_fraction=0.5)}
 
 
 def test_mask_writer_round_trips_in_kaggle_3m_form(tmp_path):
@@ -196,7 +211,7 @@ def test_bad_slice_content_is_named_with_expected_and_found(lgg, tmp_path):
     with pytest.raises(ValueError) as e:
         lgg_volumes(root, "all", image_size=SIZE)
     msg = str(e.value)
-    assert "3 unreadable or mis-shaped files" in msg
+    assert "3 bad files (unreadable, mis-shaped or with unexpected values)" in msg
     assert (
         f"{grey}: expected an RGB slice (pre-contrast, FLAIR, post-contrast) of shape (64, 64, 3), found shape "
         "(64, 64) (uint8)" in msg
@@ -213,7 +228,89 @@ def test_wrong_slice_size_names_the_expected_size(lgg):
 
 
 def test_bad_arguments(lgg, tmp_path):
-    with pytest.raises(ValueError, match="split: expected train, val or all, found 'test'"):
-        lgg_patients(lgg, "test")
+    with pytest.raises(ValueError, match="split: expected one of train, val, test or all, found 'validation'"):
+        lgg_patients(lgg, "validation")
+    with pytest.raises(ValueError, match=r"val_fraction: expected a fraction in \(0, 1\), found 1.5"):
+        lgg_patients(lgg, "train", val_fraction=1.5)
+    with pytest.raises(ValueError, match="expected at least 2 patients outside test fold 0 of 2"):
+        lgg_patients(write_synthetic_lgg(tmp_path / "two", n_patients=2, size=32, slices=(1, 1)), "train", 2)
     with pytest.raises(ValueError, match=r"slices \(min, max\) with 1 <= min <= max, found 2, 64, \(5, 3\)"):
         write_synthetic_lgg(tmp_path, n_patients=2, size=64, slices=(5, 3))
+
+
+def _masks(root):
+    return sorted((root / "kaggle_3m").glob("*/*_mask.tif"))
+
+
+def _with_tumour(masks):
+    return [m for m in masks if tifffile.imread(m).any()]
+
+
+def test_mask_with_other_values_is_refused_not_thresholded(lgg, tmp_path):
+    root = _copy(lgg, tmp_path)
+    first, second = _with_tumour(_masks(root))[:2]
+    three = tifffile.imread(first)
+    three[three == 255] = 1
+    three[:2, :2] = 2
+    tifffile.imwrite(first, three)  # 0/1/2: thresholding at 128 would erase this tumour
+    soft = tifffile.imread(second)
+    soft[soft == 255] = 128  # a smoothed edge value
+    tifffile.imwrite(second, soft)
+    with pytest.raises(ValueError) as e:
+        lgg_volumes(root, "all", image_size=SIZE)
+    msg = str(e.value)
+    assert "2 bad files" in msg
+    assert f"{first}: expected mask values 0 and 255 (kaggle_3m), found 0, 1, 2 (uint8)" in msg
+    assert f"{second}: expected mask values 0 and 255 (kaggle_3m), found 0, 128 (uint8)" in msg
+    assert "Hint" not in msg  # neither mask is a clean 0/1 mask
+
+
+def test_mixed_0_255_and_0_1_masks_are_refused_naming_every_0_1_mask(lgg, tmp_path):
+    root = _copy(lgg, tmp_path)
+    tumour = _with_tumour(_masks(root))
+    converted = tumour[::3]  # one mask in three rewritten as 0/1, across patients
+    for m in converted:
+        tifffile.imwrite(m, (tifffile.imread(m) > 0).astype(np.uint8))
+    with pytest.raises(ValueError) as e:
+        lgg_slices(root, "train", num_folds=2, image_size=SIZE)  # any split: train reads the train patients only
+    msg = str(e.value)
+    train = {p.name for p in lgg_patients(root, "train", num_folds=2)}
+    bad = [m for m in converted if m.parent.name in train]
+    assert bad and f"{len(bad)} bad files" in msg
+    for m in bad:
+        assert f"{m}: expected mask values 0 and 255 (kaggle_3m), found 0, 1 (uint8)" in msg
+    assert f"Hint: {len(bad)} masks hold 0/1, not the kaggle_3m 0/255" in msg
+
+
+def test_a_0_1_data_set_is_refused_with_the_conversion_hint(lgg, tmp_path):
+    root = _copy(lgg, tmp_path)
+    masks = _masks(root)
+    for m in masks:
+        tifffile.imwrite(m, (tifffile.imread(m) > 0).astype(np.uint8))
+    tumour = _with_tumour(masks)
+    with pytest.raises(ValueError) as e:
+        lgg_volumes(root, "all", image_size=SIZE)
+    msg = str(e.value)
+    assert f"LGG data: {len(tumour)} bad files" in msg
+    assert f"Hint: {len(tumour)} masks hold 0/1" in msg and "convert it (mask * 255)" in msg
+    assert len(lgg_volumes(root, "all", image_size=SIZE, masks=False)) == 6  # inference never reads the masks
+
+
+def test_nan_image_and_bad_mask_are_reported_together_with_shape_problems(lgg, tmp_path):
+    root = _copy(lgg, tmp_path)
+    folders = sorted(p for p in (root / "kaggle_3m").iterdir() if p.is_dir())
+    nan = folders[0] / f"{folders[0].name}_2.tif"
+    image = tifffile.imread(nan).astype(np.float32)
+    image[3, 4, 1] = np.nan
+    tifffile.imwrite(nan, image)
+    small = folders[1] / f"{folders[1].name}_1_mask.tif"
+    tifffile.imwrite(small, np.zeros((SIZE // 2, SIZE // 2), np.uint8))
+    two = folders[2] / f"{folders[2].name}_1_mask.tif"
+    tifffile.imwrite(two, np.full((SIZE, SIZE), 2, np.uint8))
+    with pytest.raises(ValueError) as e:
+        lgg_volumes(root, "all", image_size=SIZE)
+    msg = str(e.value)
+    assert "3 bad files" in msg
+    assert f"{nan}: expected finite intensities, found 1 NaN/inf" in msg
+    assert f"{small}: expected a single-channel 0/255 mask of shape (64, 64), found shape (32, 32) (uint8)" in msg
+    assert f"{two}: expected mask values 0 and 255 (kaggle_3m), found 2 (uint8)" in msg

@@ -39,7 +39,7 @@ def test_outputs_match_the_eval_net_and_norms_are_folded(spatial_dims: int, size
     relus = [m for m in fast.modules() if isinstance(m, torch.nn.ReLU)]
     assert relus and all(r.inplace for r in relus)
     fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
-    conv = fast.blocks[1][0].conv
+    conv = dict(fast.named_modules())["blocks.1.0.conv"]
     assert conv.weight.is_contiguous(memory_format=fmt)
 
 
@@ -67,3 +67,28 @@ def test_instance_norm_and_unnormalised_blocks_are_left_as_they_are() -> None:
     )
     plain = Convolution(2, 3, 4, kernel_size=3, conv_only=True).eval()
     torch.testing.assert_close(optimize_for_inference(plain)(x.repeat(1, 3, 1, 1)), plain(x.repeat(1, 3, 1, 1)))
+
+
+class _SkipAroundReLU(torch.nn.Module):
+    """conv -> batch norm -> ReLU, with the batch norm's output also used after the ReLU (a skip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(3)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv(x))
+        return self.relu(y) + y
+
+
+def test_relu_stays_out_of_place_when_its_input_is_used_again() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 9, 7)
+    net = with_running_statistics(_SkipAroundReLU(), x.repeat(1, 1, 1, 1))
+    fast = optimize_for_inference(net)
+    assert not dict(fast.named_modules())["relu"].inplace
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-5)

@@ -14,8 +14,10 @@ from common.transforms import (
     EquispacedLines,
     KSpaceUndersample,
     KSpaceUndersampled,
+    LearnedLines,
     RandomLines,
     line_mask,
+    line_pattern,
     line_spectrum,
     load_line_pattern,
     num_lines,
@@ -133,7 +135,8 @@ def test_pattern_file_round_trip_and_errors(tmp_path):
     mask = line_mask("equispaced", 64, 8, 0.04)
     path = save_line_pattern(tmp_path / "p", mask, order=[32, 31], acceleration=8)
     assert torch.equal(load_line_pattern(path, width=64), mask)
-    assert torch.equal(KSpaceUndersample(str(path)).mask, mask)
+    img = torch.rand(1, 48, 64)
+    torch.testing.assert_close(KSpaceUndersample(str(path))(img), KSpaceUndersample(mask)(img))
     with pytest.raises(ValueError, match="expected a pattern 128 lines wide, found 64"):
         load_line_pattern(path, width=128)
     (tmp_path / "bad.npy").write_text("not numpy")
@@ -152,3 +155,47 @@ def test_acceleration_without_lines_is_an_error():
         line_mask("center", 8, 16)
     with pytest.raises(ValueError, match="acceleration: expected a factor >= 1"):
         CenterLines(0.5)
+
+
+@pytest.mark.parametrize(
+    "kind,acc,cf", [("center", 4, None), ("equispaced", 8, 0.04), ("random", 4, 0.08), ("full", 1, None)]
+)
+def test_mask_factory_equals_tensor_mask(kind, acc, cf):
+    img = torch.rand(2, 33, 34, 3)  # odd height, stack of 3 slices
+    factory = line_pattern(kind, acc, cf, seed=7)
+    expected = KSpaceUndersample(line_mask(kind, 34, acc, cf, seed=7))(img)
+    op = KSpaceUndersample(factory)
+    torch.testing.assert_close(op(img), expected)
+    torch.testing.assert_close(op(img), expected)  # the bound seed gives the same mask every call
+    assert op.mask is None  # built per call, no state left on the object
+    d = KSpaceUndersampled("image", factory)({"image": img[..., 0]})
+    torch.testing.assert_close(d["image"], expected[..., 0])
+    for pe_dim, x in ((-2, img.transpose(1, 2)),):  # lines along H: the factory gets the height
+        torch.testing.assert_close(KSpaceUndersample(factory, pe_dim=pe_dim)(x), expected.transpose(1, 2))
+
+
+def test_learned_factory_reads_the_file_at_call_time(tmp_path):
+    path = tmp_path / "models" / "igs_x8.npy"
+    op = KSpaceUndersampled("image", line_pattern("learned", 8, pattern_file=path))  # no file yet: no error
+    img = torch.rand(1, 32, 32)
+    with pytest.raises(FileNotFoundError, match=r"igs_x8\.npy: expected a k-space line pattern .*IGS search"):
+        op({"image": img})
+    mask = line_mask("equispaced", 32, 8, 0.04)
+    save_line_pattern(path, mask)
+    torch.testing.assert_close(op({"image": img})["image"], KSpaceUndersample(mask)(img))
+    assert isinstance(line_pattern("learned", pattern_file=path), LearnedLines)
+    with pytest.raises(ValueError, match="expected a pattern 64 lines wide, found 32"):
+        op({"image": torch.rand(1, 32, 64)})
+
+
+def test_line_pattern_and_factory_errors(tmp_path):
+    with pytest.raises(ValueError, match="kind: expected one of center, equispaced, random, full, learned, found 'x'"):
+        line_pattern("x", 4)
+    with pytest.raises(ValueError, match="pattern_file: expected"):
+        line_pattern("learned", 4)
+    with pytest.raises(ValueError, match="center_fraction: expected"):
+        line_pattern("random", 4)
+    with pytest.raises(ValueError, match="acceleration: expected a factor >= 1"):
+        line_pattern("equispaced", 0.5, 0.04)
+    with pytest.raises(ValueError, match="point mask tensor"):
+        KSpaceUndersample(CenterLines(4), point=True)
