@@ -14,6 +14,7 @@ from .kspace import (
     KSpaceUndersampled,
     LearnedLines,
     RandomLines,
+    apply_phase,
     broadcast_mask,
     check_pe_dim,
     line_mask,
@@ -21,7 +22,9 @@ from .kspace import (
     line_spectrum,
     load_line_pattern,
     num_lines,
+    phase_seed,
     save_line_pattern,
+    smooth_phase,
     undersample,
     undersample_lines,
 )

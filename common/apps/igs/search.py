@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,18 @@ from common.apps.igs.report import plot_igs_search
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.functional import line_spectrum, undersample_lines
 from common.transforms.kspace.masks import line_mask, num_lines, save_line_pattern
+from common.transforms.kspace.phase import apply_phase, phase_seed, smooth_phase
 from common.utils.atomic_io import atomic_path
 
-__all__ = ["igs_loss", "cache_line_spectra", "network_input", "mask_gradient", "IterativeGradientSampling"]
+__all__ = [
+    "FORWARD_MODELS",
+    "slice_key",
+    "igs_loss",
+    "cache_line_spectra",
+    "network_input",
+    "mask_gradient",
+    "IterativeGradientSampling",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +47,14 @@ def igs_loss(name: str = "dice") -> nn.Module:
     raise ValueError(f"loss: expected 'dice' or 'dice_ce', found '{name}'")
 
 
+FORWARD_MODELS = ("magnitude", "phase")
+
+
+def slice_key(item: Mapping) -> str:
+    """The text naming one slice (``"<patient>/<phase>/<slice>"``), which seeds its phase map."""
+    return f"{item.get('patient', '')}/{item.get('phase', '')}/{item.get('slice', '')}"
+
+
 def cache_line_spectra(
     items: Sequence[dict],
     pe_dim: int = -1,
@@ -44,18 +62,36 @@ def cache_line_spectra(
     device: torch.device | str = "cpu",
     image_key: str = "image",
     label_key: str = "label",
+    forward_model: str = "magnitude",
+    phase_seed_base: int = 0,
+    max_phase: float = math.pi,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of (:func:`~common.transforms.line_spectrum` of the images, complex64 ``(B, C, H, W)``, label
     ``(B, 1, H, W)``) on ``device``.
 
     The transform along the phase-encoding axis is all a line mask needs (see :mod:`common.transforms.kspace`), so it is
     computed once here and reused by every IGS iteration and every evaluated pattern.
+
+    ``forward_model``: ``"magnitude"`` (the paper's setting: the magnitude image is acquired as it is, so its k-space
+    is conjugate-symmetric and line ``+f`` duplicates line ``-f``) or ``"phase"`` (each slice is given a smooth,
+    seeded phase map before the FFT, :func:`~common.transforms.smooth_phase` with peak ``max_phase`` and the seed
+    :func:`~common.transforms.phase_seed` of its :func:`slice_key` and ``phase_seed_base``; the same slice gets the
+    same phase for every pattern, so every pattern sees the same data). Full sampling gives the magnitude image
+    under both models.
     """
+    if forward_model not in FORWARD_MODELS:
+        raise ValueError(f"forward_model: expected one of {FORWARD_MODELS}, found '{forward_model}'")
     batches = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         images = torch.stack([torch.as_tensor(np.asarray(d[image_key]), dtype=torch.float32) for d in chunk])
         labels = torch.stack([torch.as_tensor(np.asarray(d[label_key]), dtype=torch.float32) for d in chunk])
+        if forward_model == "phase":
+            height, width = images.shape[-2:]
+            phases = torch.stack(
+                [smooth_phase(height, width, phase_seed(slice_key(d), phase_seed_base), max_phase) for d in chunk]
+            )
+            images = apply_phase(images, phases[:, None])  # (B, C, H, W) complex: one phase map per slice
         batches.append((line_spectrum(images.to(device), pe_dim).to(torch.complex64), labels.to(device)))
     return batches
 

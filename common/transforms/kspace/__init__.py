@@ -18,3 +18,4 @@ from .masks import (
     num_lines,
     save_line_pattern,
 )
+from .phase import apply_phase, phase_seed, smooth_phase

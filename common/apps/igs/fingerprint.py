@@ -1,0 +1,68 @@
+"""What an IGS search (or a learned pattern) was made from: network weights, data, loss and forward model, so that a
+resumed search or a comparison never mixes state made with other settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["weights_digest", "data_digest", "search_fingerprint", "check_fingerprint"]
+
+
+def weights_digest(network: nn.Module) -> str:
+    """SHA-256 (hex, first 16 characters) of the network's state dict: names, dtypes, shapes and values in key order.
+    Equal weights give equal digests on any device; a retrained network gives another."""
+    h = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def data_digest(items: Sequence[Mapping], image_key: str = "image", label_key: str = "label") -> str:
+    """SHA-256 (hex, first 16 characters) of a list of slice dicts: their order, ``patient`` / ``phase`` / ``slice``
+    names and image and label values. Another split, data set, image size or slice order gives another digest."""
+    h = hashlib.sha256()
+    for d in items:
+        h.update(f"{d.get('patient', '')}/{d.get('phase', '')}/{d.get('slice', '')}|".encode())
+        for key in (image_key, label_key):
+            a = np.ascontiguousarray(np.asarray(d[key], dtype=np.float32))
+            h.update(f"{a.shape}|".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def search_fingerprint(network: nn.Module, data: Sequence[Mapping], **settings: Any) -> dict[str, Any]:
+    """``{"weights": ..., "data": ..., **settings}`` with JSON-serialisable ``settings`` (loss, forward model, start,
+    lines per iteration, ...): what a search state and the patterns it writes are stamped with."""
+    return json.loads(json.dumps({"weights": weights_digest(network), "data": data_digest(data), **settings}))
+
+
+def check_fingerprint(
+    found: Mapping[str, Any] | None, expected: Mapping[str, Any], source: str | Path, keys: Sequence[str] | None = None
+) -> None:
+    """Raise ``ValueError`` naming ``source`` and every differing entry when ``found`` (read from a state or pattern
+    file) does not match ``expected`` on ``keys`` (all of ``expected`` by default). ``found`` None (a file written
+    before fingerprints existed) is refused too."""
+    keys = list(expected) if keys is None else list(keys)
+    if found is None:
+        raise ValueError(
+            f"{source}: expected a fingerprint of the settings it was made with ({', '.join(keys)}), found none; "
+            "delete it (and the patterns written with it) to search again"
+        )
+    diff = [
+        f"{k}: expected {expected.get(k)!r}, found {found.get(k)!r}" for k in keys if found.get(k) != expected.get(k)
+    ]
+    if diff:
+        raise ValueError(
+            f"{source}: made with other settings ({'; '.join(diff)}); delete it (and the patterns written with it) "
+            "to search again with these settings, or use the settings it was made with"
+        )
