@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on small embedded data: set up .venv, write a synthetic ACDC copy, train the U-Net, run the IGS
-# search and compare the learned patterns with the baselines. About 10 minutes on 2 CPU cores.
+# search and LOUPE under both forward models (phase-aware and magnitude-only) and compare the learned patterns with
+# the baselines (configs/demo.json: x8 and x16, a small network, short schedules). About 20 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -11,26 +12,33 @@ if [ ! -d data/acdc/training ]; then
 fi
 # the other bundles' default data (their `run training` works on it out of the box)
 [ -d data/lgg/kaggle_3m ] || $PY -m common.synthetic.lgg --out data/lgg
-# Training resumes from models/checkpoint_last.pt and the search from models/igs_state.json when they exist:
-# delete bundles/igs_acdc/models to start afresh.
+# Training resumes from models/checkpoint_last.pt, the searches from models/igs_<model>_state.json and LOUPE skips
+# the patterns it has written, when they exist and were made with the same settings: delete bundles/igs_acdc/models
+# to start afresh.
 $PY -m monai.bundle run training --config_file "['$C/train.json','$C/demo.json']"
-$PY -m monai.bundle run --config_file "['$C/train.json','$C/igs_search.json','$C/demo.json']"
+for fm in phase magnitude; do
+  $PY -m monai.bundle run --config_file "['$C/train.json','$C/igs_search.json','$C/demo.json']" --igs_forward_model $fm
+  $PY -m monai.bundle run --config_file "['$C/train.json','$C/loupe.json','$C/demo.json']" --loupe_forward_model $fm
+done
 $PY -m monai.bundle run --config_file "['$C/train.json','$C/evaluate.json','$C/demo.json']"
 cat <<MSG
 
 Done. Outputs:
-  learned patterns   bundles/igs_acdc/models/igs_x16.npy, igs_x8.npy, igs_x4.npy (+ .json: lines, order)
-  search figure      bundles/igs_acdc/models/igs_search.png
+  learned patterns   bundles/igs_acdc/models/{igs,loupe}_{phase,magnitude}_x{16,8}.npy (+ .json: lines, order,
+                     fingerprint of the network, data and settings)
+  search figures     bundles/igs_acdc/models/igs_{phase,magnitude}_search.png
   comparison table   bundles/igs_acdc/eval/pattern_comparison.md (and .csv)
   Dice plot          bundles/igs_acdc/eval/dice_vs_acceleration.png
   network settings   bundles/igs_acdc/models/model.json (what models/model.pt was trained with)
 MSG
-sed -n '1,12p' bundles/igs_acdc/eval/pattern_comparison.md
+# the Dice tables of both forward models
+awk '/^## Forward model/ {print; print ""} /^\*\*Dice/ {on=1} on {print} on && /^$/ {on=0}' bundles/igs_acdc/eval/pattern_comparison.md
 cat <<MSG
 
 Next: the demo's network is smaller than the default one (configs/demo.json: 128x128 slices, 8 base features),
 so merge demo.json on every command that loads models/model.pt:
-  # segment data/acdc/testing acquired with the learned x8 pattern -> bundles/igs_acdc/eval/inference/*_seg.nii.gz
+  # segment data/acdc/testing acquired with the learned x8 pattern (the magnitude model's: inference simulates
+  # the acquisition from magnitude images) -> bundles/igs_acdc/eval/inference/*_seg.nii.gz
   $PY -m monai.bundle run --config_file "['$C/inference.json','$C/demo.json']" --pattern learned --acceleration 8
   # export to TorchScript
   $PY -m monai.bundle ckpt_export network_def --filepath bundles/igs_acdc/models/model.ts \\

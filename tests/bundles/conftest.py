@@ -46,6 +46,7 @@ SPECS = {
             "num_workers": 0,
             "fine_tune_epochs": 1,
             "igs_lines_per_iteration": 1,
+            "loupe_epochs": 2,
             "pattern": "center",
         },
         input_shape=(2, 1, 32, 32),

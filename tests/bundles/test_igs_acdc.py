@@ -22,8 +22,15 @@ SIZE = 32  # conftest.SPECS tiny image_size
 
 @pytest.fixture(scope="module")
 def searched(trained_bundle):
+    """The tiny trained bundle with IGS and LOUPE patterns under both forward models (what evaluate.json reads)."""
     tb = trained_bundle(BUNDLE)
-    run_bundle(tb.root, ["train.json", "igs_search.json"], tb.tmp, "--dataset_dir", str(tb.data))
+    for fm in ("phase", "magnitude"):
+        run_bundle(
+            tb.root, ["train.json", "igs_search.json"], tb.tmp, "--dataset_dir", str(tb.data), "--igs_forward_model", fm
+        )
+        run_bundle(
+            tb.root, ["train.json", "loupe.json"], tb.tmp, "--dataset_dir", str(tb.data), "--loupe_forward_model", fm
+        )
     return tb
 
 
@@ -36,36 +43,66 @@ def test_training_wrote_checkpoints_and_per_class_dice(trained_bundle):
 
 def test_igs_search_writes_patterns_at_exact_budgets(searched):
     models = searched.root / "models"
-    order = json.loads((models / "igs_x4.json").read_text())["order"]
-    assert order[0] == SIZE // 2 and len(set(order)) == len(order)
+    for fm in ("phase", "magnitude"):
+        order = json.loads((models / f"igs_{fm}_x4.json").read_text())["order"]
+        assert order[0] == SIZE // 2 and len(set(order)) == len(order)
+        for acc in (4, 8, 16):
+            mask = np.load(models / f"igs_{fm}_x{acc}.npy")
+            meta = json.loads((models / f"igs_{fm}_x{acc}.json").read_text())
+            assert mask.shape == (SIZE,) and int(mask.sum()) == SIZE // acc == meta["num_lines"]
+            assert meta["width"] == SIZE and meta["acceleration"] == acc and meta["order"] == order[: SIZE // acc]
+            assert meta["fingerprint"]["forward_model"] == fm
+        assert (models / f"igs_{fm}_search.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_loupe_writes_patterns_at_exact_budgets_and_skips_on_rerun(trained_bundle):
+    tb = trained_bundle(BUNDLE)
+    out = tb.tmp / "loupe"  # not models/: the evaluation's own LOUPE run is not mixed with this one
+    args = ["--dataset_dir", str(tb.data), "--loupe_epochs", "2", "--loupe_forward_model", "phase"]
+    run_bundle(tb.root, ["train.json", "loupe.json"], tb.tmp, *args, "--loupe#output_dir", str(out))
     for acc in (4, 8, 16):
-        mask = np.load(models / f"igs_x{acc}.npy")
-        meta = json.loads((models / f"igs_x{acc}.json").read_text())
+        mask = np.load(out / f"loupe_phase_x{acc}.npy")
+        meta = json.loads((out / f"loupe_phase_x{acc}.json").read_text())
         assert mask.shape == (SIZE,) and int(mask.sum()) == SIZE // acc == meta["num_lines"]
-        assert meta["width"] == SIZE and meta["acceleration"] == acc and meta["order"] == order[: SIZE // acc]
-    assert (models / "igs_search.png").stat().st_size > 1000
+        assert meta["method"] == "LOUPE" and meta["epochs"] == 2 and meta["fingerprint"]["forward_model"] == "phase"
+    r = run_bundle(tb.root, ["train.json", "loupe.json"], tb.tmp, *args, "--loupe#output_dir", str(out))
+    assert (r.stdout + r.stderr).count("made with the same settings exists, skipped") == 3
 
 
 def test_evaluation_table_covers_every_pattern_and_protocol(searched):
-    run_bundle(searched.root, ["train.json", "evaluate.json"], searched.tmp, "--dataset_dir", str(searched.data))
+    """Every forward model, protocol, pattern and acceleration, the seeded baselines once per seed (fewer seeds
+    fine-tuned, as a demo may set them); the learned patterns (IGS, LOUPE) are read for each forward model."""
+    args = ["--dataset_dir", str(searched.data), "--comparison_seeds", "[0, 1, 2]", "--fine_tune_seeds", "[1]"]
+    run_bundle(searched.root, ["train.json", "evaluate.json"], searched.tmp, *args)
     out = searched.root / "eval"
     rows = list(csv.DictReader(open(out / "pattern_comparison.csv")))
-    combos = {(r["protocol"], r["pattern"], r["acceleration"]) for r in rows}
-    for protocol in ("frozen", "fine_tuned"):
-        assert (protocol, "full", "1") in combos
-        for pattern in ("igs", "center", "equispaced", "random"):
+    assert list(rows[0])[:7] == ["forward_model", "protocol", "pattern", "acceleration", "seed", "lines", "distinct_f"]
+    seeds = {"frozen": ["0", "1", "2"], "fine_tuned": ["1"]}
+    expected = set()
+    for fm in ("phase", "magnitude"):
+        for protocol in ("frozen", "fine_tuned"):
+            expected.add((fm, protocol, "full", "1", ""))
             for acc in ("4", "8", "16"):
-                assert (protocol, pattern, acc) in combos
-    assert len(rows) == 2 * (1 + 4 * 3)
+                expected |= {(fm, protocol, p, acc, "") for p in ("igs", "loupe", "center", "one_sided")}
+                expected |= {(fm, protocol, p, acc, s) for p in ("equispaced", "random") for s in seeds[protocol]}
+    combos = [(r["forward_model"], r["protocol"], r["pattern"], r["acceleration"], r["seed"]) for r in rows]
+    assert set(combos) == expected and len(combos) == len(expected)
     for r in rows:
         assert int(r["lines"]) == SIZE // int(r["acceleration"])
+        assert 1 <= int(r["distinct_f"]) <= int(r["lines"])
+        if r["pattern"] == "one_sided":
+            assert int(r["distinct_f"]) == int(r["lines"])  # each |f| once
         for k in ("dice_background", "dice_rv", "dice_myocardium", "dice_lv", "mean_fg", "mean"):
             assert 0.0 <= float(r[k]) <= 1.0
         for k in ("hd95_rv", "hd95_myocardium", "hd95_lv", "hd95_mean_fg", "assd_rv", "assd_lv", "assd_mean_fg"):
             assert math.isnan(float(r[k])) or float(r[k]) >= 0.0  # mm; NaN where every volume missed the class
         assert int(r["surface_missed"]) >= 0 and int(r["surface_spurious"]) >= 0
     md = (out / "pattern_comparison.md").read_text()
-    assert "| frozen | igs |" in md and "**HD95 (mm), mean over RV, myocardium, LV**" in md
+    assert "## Forward model: phase" in md and "## Forward model: magnitude" in md
+    assert "| frozen | igs | 1 |" in md and "| frozen | loupe | 1 |" in md and "| frozen | one_sided | 1 |" in md
+    assert "| frozen | random | 3 |" in md and "| fine_tuned | random | 1 |" in md and " +- " in md
+    assert "**HD95 (mm), mean over RV, myocardium, LV**" in md and "**Lines sampled / distinct |f| covered**" in md
     for metric in ("dice", "hd95", "assd"):
         assert (out / f"pattern_comparison_{metric}_raw.csv").is_file()
     assert (out / "dice_vs_acceleration.png").stat().st_size > 1000
@@ -129,7 +166,7 @@ def test_inference_config_checks_before_training_and_search(tmp_path):
     undersample = next(
         t for t in wf.parser.get_parsed_content("preprocessing").transforms if "KSpace" in type(t).__name__
     )
-    with pytest.raises(FileNotFoundError, match=r"igs_x8\.npy: expected a k-space line pattern .*IGS search"):
+    with pytest.raises(FileNotFoundError, match=r"igs_magnitude_x8\.npy: expected a k-space line pattern .*IGS search"):
         undersample({"image": torch.rand(1, 256, 256)})  # the pattern is read when the first image comes
     assert not (root / "models").exists()
 

@@ -1,16 +1,52 @@
-"""IGS: iterative gradient sampling of k-space lines, and the comparison of line patterns."""
+"""IGS: iterative gradient sampling of k-space lines, LOUPE, and the comparison of line patterns."""
 
 from __future__ import annotations
 
-from .comparison import CENTER_FRACTIONS, PatternComparison, fine_tune, volume_dice
+from .comparison import BASELINES, CENTER_FRACTIONS, PATTERN_SOURCES, SEEDED, PatternComparison, learned_pattern_file
+from .evaluation import (
+    fine_tune,
+    nanmean,
+    pooled_dice,
+    predict_slices,
+    volume_dice,
+    volume_keys,
+    volume_surface_distances,
+)
 from .fingerprint import check_fingerprint, data_digest, search_fingerprint, weights_digest
-from .report import markdown_table, plot_dice_vs_acceleration, plot_igs_search
-from .search import (
+from .loupe import (
+    CLIP_NORM,
+    LOUPE,
+    PROB_SLOPE,
+    SAMPLE_SLOPE,
+    loupe_loss,
+    relaxed_line_mask,
+    renormalize_probability,
+    top_lines,
+    triangle_logits,
+)
+from .objective import (
     FORWARD_MODELS,
-    IterativeGradientSampling,
+    FP16_LOSS_SCALE,
+    LOSSES,
+    Batches,
+    LossFn,
+    Normalize,
+    autocast_settings,
     cache_line_spectra,
     igs_loss,
     mask_gradient,
+    mask_loss,
     network_input,
+    pick_ties,
+    rank_lines,
     slice_key,
 )
+from .report import (
+    FORWARD_MODEL_NOTES,
+    format_mean_sd,
+    markdown_table,
+    mean_sd,
+    plot_dice_vs_acceleration,
+    plot_igs_search,
+)
+from .search import STARTS, IterativeGradientSampling

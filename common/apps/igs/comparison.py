@@ -1,12 +1,14 @@
-"""Compare k-space line patterns by downstream segmentation (Dice, HD95, ASSD per volume): frozen network and
-fine-tuned per pattern."""
+"""Compare k-space line patterns by downstream segmentation (Dice, HD95, ASSD per volume): learned patterns against
+the baselines at equal budgets, under each forward model, with a frozen network and fine-tuned per pattern."""
 
 from __future__ import annotations
 
-import copy
 import csv
+import json
 import logging
+import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -19,25 +21,35 @@ from monai.handlers.utils import write_metrics_reports
 from torch import nn
 from tqdm import tqdm
 
-from common.apps.igs.report import markdown_table, plot_dice_vs_acceleration
-from common.apps.igs.search import (
-    Normalize,
-    cache_line_spectra,
-    igs_loss,
-    network_input,
+from common.apps.igs.evaluation import (
+    fine_tune,
+    nanmean,
+    pooled_dice,
+    predict_slices,
+    volume_keys,
+    volume_surface_distances,
 )
-from common.metrics.surface import SurfaceDistances, surface_distances, surface_summary
-from common.transforms.intensity.array import zscore_slices
-from common.transforms.kspace.masks import line_mask, load_line_pattern
+from common.apps.igs.fingerprint import check_fingerprint, weights_digest
+from common.apps.igs.objective import (
+    FORWARD_MODELS,
+    cache_line_spectra,
+)
+from common.apps.igs.report import markdown_table, plot_dice_vs_acceleration
+from common.metrics.surface import SurfaceDistances, surface_summary
+from common.transforms.kspace.masks import (
+    distinct_frequencies,
+    line_mask,
+    load_line_pattern,
+    num_lines,
+)
 from common.utils.atomic_io import atomic_path
 
 __all__ = [
     "CENTER_FRACTIONS",
-    "predict_slices",
-    "pooled_dice",
-    "volume_dice",
-    "volume_surface_distances",
-    "fine_tune",
+    "BASELINES",
+    "SEEDED",
+    "PATTERN_SOURCES",
+    "learned_pattern_file",
     "PatternComparison",
 ]
 
@@ -46,185 +58,89 @@ logger = logging.getLogger(__name__)
 # fastMRI's centre fractions for the equispaced and random baselines, by acceleration (methods.md).
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04, 16: 0.04}
 
+BASELINES = ("center", "one_sided", "equispaced", "random")
+"""Patterns built here at the line budget; any other name in ``patterns`` is a learned pattern read from a file."""
 
-def _volume_keys(items: Sequence[dict]) -> list[str]:
-    return [f"{d.get('patient', '')}/{d.get('phase', '')}" for d in items]
+SEEDED = ("equispaced", "random")
+"""Baselines drawn once per seed, reported as mean +- sample sd over the seeds."""
 
+PATTERN_SOURCES = {"igs": ("igs_search.json", "igs_forward_model"), "loupe": ("loupe.json", "loupe_forward_model")}
+"""Per learned pattern: the bundle config that writes it and the id of its forward-model setting (named, as a command,
+when its file is missing)."""
 
-@torch.no_grad()
-def predict_slices(
-    network: nn.Module,
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-    mask: torch.Tensor,
-    pe_dim: int = -1,
-    amp: bool = False,
-    normalize: Normalize | None = zscore_slices,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's class map of every slice undersampled with ``mask``, and the ground truth, in batch order.
-
-    ``batches`` from :func:`~common.apps.igs.cache_line_spectra`. Returns ``(N, H, W)`` uint8 prediction (argmax of
-    the logits) and ground truth, on the CPU (classes < 256).
-    """
-    network.eval()
-    preds, labels = [], []
-    for spectrum, label in batches:
-        image = network_input(spectrum, mask, pe_dim, normalize)
-        with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
-            preds.append(network(image).argmax(1).to(torch.uint8).cpu())
-        labels.append(label[:, 0].round().to(torch.uint8).cpu())
-    return torch.cat(preds), torch.cat(labels)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def pooled_dice(pred: torch.Tensor, label: torch.Tensor, volumes: Sequence[str], num_classes: int) -> np.ndarray:
-    """Dice per volume and class with the slices of a volume pooled (the Dice of the stacked volume, as in ACDC's 3D
-    evaluation).
-
-    ``pred``, ``label`` ``(N, H, W)`` class maps; ``volumes`` names the volume of each slice. Returns
-    ``(V, num_classes)`` float64, volumes in sorted name order, NaN where a class is absent from both prediction and
-    ground truth (an empty ground truth with a non-empty prediction scores 0).
-    """
-    names = sorted(set(volumes))
-    index = torch.as_tensor([names.index(v) for v in volumes])
-    inter = torch.zeros(len(names), num_classes, dtype=torch.float64)
-    total = torch.zeros_like(inter)
-    for c in range(num_classes):
-        p, g = (pred == c).flatten(1), (label == c).flatten(1)
-        inter[:, c].index_add_(0, index, (p & g).sum(1).double())
-        total[:, c].index_add_(0, index, (p.sum(1) + g.sum(1)).double())
-    dice = (2 * inter / total).numpy()
-    return np.where(total.numpy() > 0, dice, np.nan)
-
-
-def volume_dice(
-    network: nn.Module,
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-    volumes: Sequence[str],
-    mask: torch.Tensor,
-    num_classes: int,
-    pe_dim: int = -1,
-    amp: bool = False,
-    normalize: Normalize | None = zscore_slices,
-) -> np.ndarray:
-    """Dice per volume and class of the network on images undersampled with ``mask``: :func:`predict_slices`, then
-    :func:`pooled_dice` (``(V, num_classes)``, NaN where a class is absent from both prediction and ground truth)."""
-    pred, label = predict_slices(network, batches, mask, pe_dim, amp, normalize)
-    return pooled_dice(pred, label, volumes, num_classes)
-
-
-def volume_surface_distances(
-    pred: torch.Tensor, label: torch.Tensor, items: Sequence[dict], num_classes: int
-) -> SurfaceDistances:
-    """HD95 and ASSD per volume and foreground class (:func:`~common.metrics.surface_distances`).
-
-    ``pred``, ``label`` ``(N, H, W)`` class maps of the slice dicts ``items`` (same order, with ``patient``,
-    ``phase``, ``slice`` and ``spacing``: mm per pixel along H and W and the slice thickness). Each volume's slices
-    are stacked in ``slice`` order into ``(H, W, D)``; volumes in sorted ``patient/phase`` order, as
-    :func:`pooled_dice`. Distances are in mm, or in pixels (1 per pixel and per slice) when no item has ``spacing``.
-    Returns ``(V, num_classes - 1)`` arrays (background left out); NaN and counted where a mask is empty (see
-    :data:`~common.metrics.EMPTY_MASK_CONVENTION`).
-    """
-    if len(items) != len(pred) or pred.shape != label.shape:
-        raise ValueError(
-            f"pred, label, items: expected {len(items)} slices (one per item) of equal shape, found "
-            f"{tuple(pred.shape)} and {tuple(label.shape)}"
-        )
-    with_spacing = ["spacing" in d for d in items]
-    if any(with_spacing) and not all(with_spacing):
-        raise ValueError(
-            f"items: expected 'spacing' in every slice dict or in none, found it in {sum(with_spacing)} "
-            f"of {len(items)}"
-        )
-    keys = _volume_keys(items)
-    preds, labels, spacings = [], [], []
-    for name in sorted(set(keys)):
-        members = sorted((int(items[i].get("slice", i)), i) for i, k in enumerate(keys) if k == name)
-        numbers = [n for n, _ in members]
-        if len(set(numbers)) != len(numbers):
-            raise ValueError(f"items: expected distinct 'slice' numbers in volume {name}, found {numbers}")
-        order = [i for _, i in members]
-        preds.append(pred[order].permute(1, 2, 0))
-        labels.append(label[order].permute(1, 2, 0))
-        if all(with_spacing):
-            sp = {tuple(np.asarray(items[i]["spacing"], dtype=np.float64).tolist()) for i in order}
-            if len(sp) != 1:
-                raise ValueError(f"items: expected one spacing per volume, found {sorted(sp)} in volume {name}")
-            spacings.append(sp.pop())
-    # one call per volume: the depths differ between volumes (surface_distances loops over volumes anyway)
-    parts = [
-        surface_distances(p[None, None], g[None, None], s, num_classes=num_classes)
-        for p, g, s in zip(preds, labels, spacings or [None] * len(preds))
-    ]
-    fields = ("hd95", "assd", "pred_empty", "label_empty")
-    return SurfaceDistances(*(np.concatenate([getattr(d, f) for d in parts]) for f in fields), unit=parts[0].unit)
-
-
-def fine_tune(
-    network: nn.Module,
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-    mask: torch.Tensor,
-    epochs: int,
-    learning_rate: float = 1e-4,
-    loss: str = "dice_ce",
-    pe_dim: int = -1,
-    amp: bool = False,
-    seed: int = 0,
-    normalize: Normalize | None = zscore_slices,
-) -> nn.Module:
-    """A copy of ``network`` fine-tuned on images undersampled with ``mask`` (AdamW; 0.75 Dice + 0.25 CE)."""
-    net = copy.deepcopy(network).train()
-    for p in net.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(net.parameters(), lr=learning_rate)
-    loss_fn = igs_loss(loss)
-    device_type = mask.device.type
-    scaler = torch.amp.GradScaler(enabled=amp and device_type == "cuda")
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for i in torch.randperm(len(batches), generator=gen).tolist():
-            spectrum, label = batches[i]
-            image = network_input(spectrum, mask, pe_dim, normalize)
-            with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
-                value = loss_fn(net(image).float(), label)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(value).backward()
-            scaler.step(opt)
-            scaler.update()
-    return net.eval()
+def learned_pattern_file(patterns_dir: str | Path, name: str, forward_model: str, acceleration: float) -> Path:
+    """Where a learned pattern lives: ``<patterns_dir>/<name>_<forward_model>_x<acc>.npy`` (``acc`` as ``%g``: 16,
+    not 16.0), its JSON sidecar beside it."""
+    return Path(patterns_dir) / f"{name}_{forward_model}_x{acceleration:g}.npy"
 
 
 class PatternComparison:
-    """IGS vs centre vs equispaced vs random vs full sampling, at each acceleration, under two protocols.
+    """Learned patterns (IGS, LOUPE, ...) vs the baselines vs full sampling, per acceleration, forward model and
+    protocol.
 
-    ``frozen``: the pretrained network segments test images undersampled with each pattern. ``fine_tuned``: a copy of
-    it is first fine-tuned ``fine_tune_epochs`` epochs on training images undersampled with the pattern (AdamW
-    ``fine_tune_lr``, 0.75 Dice + 0.25 CE). Dice is computed per volume (the slices of a frame pooled) and averaged
-    over volumes, per class, over the foreground classes (``mean_fg``) and over all classes incl. background
-    (``mean``, the authors' figure). HD95 and ASSD are computed per volume (the slices of a frame stacked in slice
-    order, in mm from each slice's ``spacing``) and foreground class, averaged over volumes per class
-    (``hd95_<class>``, ``assd_<class>``) and then over the foreground classes (``hd95_mean_fg``, ``assd_mean_fg``);
-    a class empty in the prediction or the ground truth of a volume gives NaN, left out of the means, and is counted
-    in ``surface_missed`` / ``surface_spurious`` (:data:`~common.metrics.EMPTY_MASK_CONVENTION`).
+    Patterns: the baselines ``center`` (centred block), ``one_sided`` (one-sided partial-Fourier block from the
+    centre, :class:`~common.transforms.OneSidedCenterLines`), ``equispaced`` and ``random`` (fastMRI-style, a centre
+    block of ``center_fractions[acc]`` plus outer lines; drawn once per seed in ``seeds``), all at the budget
+    ``width // acc``; and any other name is a learned pattern read from
+    ``<patterns_dir>/<name>_<forward_model>_x<acc>.npy`` (:func:`learned_pattern_file`), refused unless its JSON
+    sidecar's ``fingerprint`` names this network's weights and that forward model. Full sampling is always a
+    reference row. Every row reports ``lines`` and ``distinct_f`` (:func:`~common.transforms.distinct_frequencies`:
+    frequencies ``|f|`` covered, a line and its mirror counted once).
 
-    Writes to ``output_dir``: ``pattern_comparison.csv`` (one row per protocol, pattern and acceleration),
-    ``pattern_comparison.md``, ``dice_vs_acceleration.png``, and the per-volume values
-    ``pattern_comparison_{dice,hd95,assd}_raw.csv`` (one line per run and volume, named
-    ``<protocol>/<pattern>/x<acc>/<patient>/<phase>``; the ``mean`` column is the NaN-aware mean over that line's
+    Forward models (:func:`~common.apps.igs.cache_line_spectra`): ``"phase"`` gives each slice a smooth, seeded phase
+    map before the FFT (training and test slices from different seed bases, so fine-tuning never sees a test phase);
+    ``"magnitude"`` is the paper's setting (conjugate-symmetric k-space, line ``+f`` duplicates line ``-f``). Each
+    data set's spectra are computed once per forward model, each mask once.
+
+    Protocols: ``frozen``, the pretrained network segments test images undersampled with each pattern;
+    ``fine_tuned``, a copy of it is first fine-tuned ``fine_tune_epochs`` epochs on training images undersampled with
+    the pattern (AdamW ``fine_tune_lr``, 0.75 Dice + 0.25 CE, batch order from ``seed``) under the same forward
+    model; the seeded baselines are fine-tuned for the seeds in ``fine_tune_seeds`` only (one fine-tune per pattern,
+    seed, acceleration and forward model: the expensive part).
+
+    Dice is computed per volume (the slices of a frame pooled) and averaged over volumes, per class, over the
+    foreground classes (``mean_fg``) and over all classes incl. background (``mean``, the authors' figure). HD95 and
+    ASSD are computed per volume (the slices of a frame stacked in slice order, in mm from each slice's ``spacing``)
+    and foreground class, averaged over volumes per class (``hd95_<class>``, ``assd_<class>``) and then over the
+    foreground classes (``hd95_mean_fg``, ``assd_mean_fg``); a class empty in the prediction or the ground truth of a
+    volume gives NaN, left out of the means, and is counted in ``surface_missed`` / ``surface_spurious``
+    (:data:`~common.metrics.EMPTY_MASK_CONVENTION`).
+
+    Writes to ``output_dir``: ``pattern_comparison.csv`` (one row per forward model, protocol, pattern, acceleration
+    and seed; ``seed`` empty for unseeded patterns), ``pattern_comparison.md`` (one section per forward model; seeded
+    patterns as mean +- sample sd over their seeds), ``dice_vs_acceleration.png`` (a panel per forward model and
+    protocol), and the per-volume values ``pattern_comparison_{dice,hd95,assd}_raw.csv`` (one line per run and
+    volume, named ``<forward_model>/<protocol>/<pattern>/x<acc>/<seed>/<patient>/<phase>`` with ``<seed>``
+    ``seed<s>`` for a seeded pattern and ``-`` otherwise; the ``mean`` column is the NaN-aware mean over that line's
     classes).
 
     Args:
         network: the pretrained network (weights loaded), ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
-        train_data / test_data: slice dicts (``image`` ``(C, H, W)``, ``label`` ``(1, H, W)``, ``patient``,
-            ``phase``; test slices also ``slice`` and ``spacing`` ``(3,)`` mm, see
+        train_data / test_data: slice dicts (``image`` ``(C, H, W)`` magnitude, ``label`` ``(1, H, W)``,
+            ``patient``, ``phase``, ``slice``; test slices also ``spacing`` ``(3,)`` mm, see
             :func:`~common.data.acdc.load_acdc_slices`; without ``spacing`` the distances are in pixels).
-        output_dir: where the table and the figure go.
-        igs_dir: folder with ``igs_x{acc}.npy`` from :class:`~common.apps.igs.IterativeGradientSampling`.
+        output_dir: where the tables and the figure go.
+        patterns_dir: folder of the learned patterns ``<name>_<forward_model>_x<acc>.npy`` + ``.json``.
         class_names: one per output class, background first.
         accelerations: factors to compare.
-        patterns: any of ``igs``, ``center``, ``equispaced``, ``random`` (full sampling is always a reference row).
+        patterns: baselines (:data:`BASELINES`) and learned pattern names (letters, digits, ``_``, ``-``).
         protocols: any of ``frozen``, ``fine_tuned``.
+        forward_models: any of ``"phase"``, ``"magnitude"`` (:data:`~common.apps.igs.FORWARD_MODELS`).
+        seeds: the draws of the seeded baselines (equispaced, random) under the frozen protocol.
+        fine_tune_seeds: the draws fine-tuned, a subset of ``seeds`` (default all of them).
         center_fractions: centre fraction per acceleration for equispaced and random.
         fine_tune_epochs, fine_tune_lr: the fine-tuning protocol.
-        seed: for the random pattern and the fine-tuning order.
+        pe_dim: -1 (lines index W) or -2 (lines index H).
+        batch_size: slices per batch; device: where it runs; amp: autocast the network on CUDA.
+        seed: the fine-tuning batch order (the same for every pattern).
+        train_phase_seed, test_phase_seed: phase seed bases of the training and test slices (``"phase"`` model);
+            they must differ.
+        max_phase: peak of the phase maps, radians.
+        pattern_sources: per learned pattern, ``(config file, id of its forward-model setting)`` in the bundle,
+            named in the error when a file is missing (added to :data:`PATTERN_SOURCES`).
     """
 
     def __init__(
@@ -233,11 +149,14 @@ class PatternComparison:
         train_data: Sequence[dict],
         test_data: Sequence[dict],
         output_dir: str | Path,
-        igs_dir: str | Path,
+        patterns_dir: str | Path,
         class_names: Sequence[str],
         accelerations: Sequence[int] = (4, 8, 16),
-        patterns: Sequence[str] = ("igs", "center", "equispaced", "random"),
+        patterns: Sequence[str] = ("igs", "loupe", "center", "one_sided", "equispaced", "random"),
         protocols: Sequence[str] = ("frozen", "fine_tuned"),
+        forward_models: Sequence[str] = ("phase", "magnitude"),
+        seeds: Sequence[int] = (0, 1, 2, 3, 4),
+        fine_tune_seeds: Sequence[int] | None = None,
         center_fractions: Mapping[int, float] | None = None,
         fine_tune_epochs: int = 25,
         fine_tune_lr: float = 1e-4,
@@ -246,100 +165,252 @@ class PatternComparison:
         device: str | torch.device = "cpu",
         amp: bool = False,
         seed: int = 0,
+        train_phase_seed: int = 0,
+        test_phase_seed: int = 1,
+        max_phase: float = math.pi,
+        pattern_sources: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        unknown = set(patterns) - {"igs", "center", "equispaced", "random"}
-        if unknown:
-            raise ValueError(f"patterns: expected igs/center/equispaced/random, found {sorted(unknown)}")
-        if set(protocols) - {"frozen", "fine_tuned"}:
+        bad = [p for p in patterns if p not in BASELINES and (p == "full" or not _NAME.fullmatch(str(p)))]
+        if bad or not patterns or len(set(patterns)) != len(patterns):
+            raise ValueError(
+                f"patterns: expected distinct baselines ({', '.join(BASELINES)}) or learned pattern names (letters, "
+                f"digits, _ and -; full sampling is always a row), found {list(patterns)}"
+            )
+        if not protocols or set(protocols) - {"frozen", "fine_tuned"} or len(set(protocols)) != len(protocols):
             raise ValueError(f"protocols: expected frozen and/or fine_tuned, found {list(protocols)}")
+        if (
+            not forward_models
+            or set(forward_models) - set(FORWARD_MODELS)
+            or len(set(forward_models)) != len(forward_models)
+        ):
+            raise ValueError(
+                f"forward_models: expected distinct entries of {FORWARD_MODELS}, found {list(forward_models)}"
+            )
         if "fine_tuned" in protocols and not train_data:
             raise ValueError("PatternComparison: the fine_tuned protocol expects train_data, found none")
+        seeds = [int(s) for s in seeds]
+        fine_tune_seeds = list(seeds) if fine_tune_seeds is None else [int(s) for s in fine_tune_seeds]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds: expected at least one seed, all distinct, found {seeds}")
+        if (
+            not fine_tune_seeds
+            or set(fine_tune_seeds) - set(seeds)
+            or len(set(fine_tune_seeds)) != len(fine_tune_seeds)
+        ):
+            raise ValueError(f"fine_tune_seeds: expected distinct seeds among seeds {seeds}, found {fine_tune_seeds}")
+        if train_phase_seed == test_phase_seed:
+            raise ValueError(
+                f"train_phase_seed, test_phase_seed: expected different phase seed bases (fine-tuning must not see "
+                f"the test phases), found {train_phase_seed} for both"
+            )
         self.network = network
         self.train_data, self.test_data = train_data, test_data
-        self.output_dir, self.igs_dir = Path(output_dir), Path(igs_dir)
+        self.output_dir, self.patterns_dir = Path(output_dir), Path(patterns_dir)
         self.class_names = list(class_names)
         self.accelerations = [int(a) for a in accelerations]
-        self.patterns, self.protocols = list(patterns), list(protocols)
+        self.patterns, self.protocols, self.forward_models = list(patterns), list(protocols), list(forward_models)
+        self.seeds, self.fine_tune_seeds = seeds, fine_tune_seeds
         self.center_fractions = {int(k): float(v) for k, v in (center_fractions or CENTER_FRACTIONS).items()}
         missing = [a for a in self.accelerations if a not in self.center_fractions]
-        if missing and {"equispaced", "random"} & set(self.patterns):
+        if missing and set(SEEDED) & set(self.patterns):
             raise ValueError(f"center_fractions: expected an entry for accelerations {missing}, found none")
         self.fine_tune_epochs, self.fine_tune_lr = fine_tune_epochs, fine_tune_lr
         self.pe_dim, self.batch_size = pe_dim, batch_size
         self.device, self.amp, self.seed = torch.device(device), amp, seed
+        self.train_phase_seed, self.test_phase_seed, self.max_phase = train_phase_seed, test_phase_seed, max_phase
+        self.pattern_sources = {k: tuple(v) for k, v in {**PATTERN_SOURCES, **(pattern_sources or {})}.items()}
+        bad_sources = {k: v for k, v in self.pattern_sources.items() if len(v) != 2}
+        if bad_sources:
+            raise ValueError(
+                f"pattern_sources: expected (config file, forward-model setting id) per pattern, found {bad_sources}"
+            )
 
-    def _mask(self, pattern: str, acc: int, width: int) -> torch.Tensor:
-        if pattern == "igs":
-            return load_line_pattern(self.igs_dir / f"igs_x{acc}.npy", width=width)
-        if pattern == "center":
-            return line_mask("center", width, acc)
-        return line_mask(pattern, width, acc, self.center_fractions[acc], seed=self.seed)
+    @property
+    def learned(self) -> list[str]:
+        """The learned pattern names among ``patterns``."""
+        return [p for p in self.patterns if p not in BASELINES]
+
+    def _learned_masks(self, width: int) -> dict[tuple[str, str, int], torch.Tensor]:
+        """Every learned pattern, ``{(forward_model, name, acc): mask}``, after checking all files: every missing
+        one is named at once (with the command that writes it), then each sidecar's fingerprint and line count."""
+        files = {
+            (fm, name, acc): learned_pattern_file(self.patterns_dir, name, fm, acc)
+            for fm in self.forward_models
+            for name in self.learned
+            for acc in self.accelerations
+        }
+        absent = [(key, path) for key, path in files.items() if not path.is_file()]
+        if absent:
+            problems = [
+                f"{path}: expected the learned '{n}' pattern ({fm} forward model, x{a}), found no such file; "
+                + self._how_to_write(n, fm)
+                for (fm, n, a), path in absent
+            ]
+            raise FileNotFoundError(
+                f"patterns_dir {self.patterns_dir}: {len(absent)} learned pattern file(s) missing:\n  "
+                + "\n  ".join(problems)
+            )
+        if not files:
+            return {}
+        expected = {"weights": weights_digest(self.network)}
+        masks = {}
+        for (fm, name, acc), path in files.items():
+            sidecar = path.with_suffix(".json")
+            try:
+                meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+            except ValueError as e:
+                raise ValueError(
+                    f"{sidecar}: expected the JSON sidecar of {path.name}, found unreadable content ({e})"
+                ) from e
+            check_fingerprint(
+                meta.get("fingerprint"),
+                {**expected, "forward_model": fm},
+                source=sidecar,
+                keys=["weights", "forward_model"],
+            )
+            mask = load_line_pattern(path, width=width)
+            budget = num_lines(width, acc)
+            counts = (mask > 0).sum(-1).reshape(-1).tolist()
+            if any(c != budget for c in counts):
+                raise ValueError(
+                    f"{path}: expected {budget} lines (width {width} // x{acc}) per pattern row, found {counts}"
+                )
+            masks[(fm, name, acc)] = mask
+        return masks
+
+    def _how_to_write(self, name: str, forward_model: str) -> str:
+        if name not in self.pattern_sources:
+            return f"write it with the search that makes '{name}' patterns, or drop '{name}' from patterns"
+        config, setting = self.pattern_sources[name]
+        return (
+            f"write it with `python -m monai.bundle run --config_file \"['<bundle>/configs/train.json',"
+            f"'<bundle>/configs/{config}']\" --{setting} {forward_model}`, or drop '{name}' from patterns"
+        )
+
+    def _baseline_masks(self, width: int) -> dict[tuple[str, int, int | None], torch.Tensor]:
+        """``{(pattern, acc, seed): mask}`` of every baseline (seed None for the unseeded ones) and of full sampling."""
+        masks: dict[tuple[str, int, int | None], torch.Tensor] = {("full", 1, None): line_mask("full", width)}
+        for pattern in (p for p in self.patterns if p in BASELINES):
+            for acc in self.accelerations:
+                for seed in self.seeds if pattern in SEEDED else [None]:
+                    cf = self.center_fractions.get(acc) if pattern in SEEDED else None
+                    masks[(pattern, acc, seed)] = line_mask(pattern, width, acc, cf, seed=seed)
+        return masks
+
+    def _runs(self) -> list[tuple[str, str, int, int | None]]:
+        """``(protocol, pattern, acceleration, seed)`` per forward model: full sampling first, then by acceleration."""
+        runs = []
+        for protocol in self.protocols:
+            runs.append((protocol, "full", 1, None))
+            seeds = self.seeds if protocol == "frozen" else self.fine_tune_seeds
+            runs += [
+                (protocol, pattern, acc, seed)
+                for acc in self.accelerations
+                for pattern in self.patterns
+                for seed in (seeds if pattern in SEEDED else [None])
+            ]
+        return runs
 
     def run(self) -> list[dict]:
-        """Evaluate every (protocol, pattern, acceleration) and write the table and figure; returns the rows."""
+        """Evaluate every (forward model, protocol, pattern, acceleration, seed) and write the tables and figure;
+        returns the rows (as in the CSV)."""
         t0 = time.perf_counter()
         self.network.to(self.device).eval()
         width = np.asarray(self.test_data[0]["image"]).shape[self.pe_dim]
-        cache = {"device": self.device, "batch_size": self.batch_size, "pe_dim": self.pe_dim}
-        test = cache_line_spectra(self.test_data, **cache)
-        train = cache_line_spectra(self.train_data, **cache) if "fine_tuned" in self.protocols else []
-        volumes = _volume_keys(self.test_data)
-        runs = [("full", 1, p) for p in self.protocols] + [
-            (pattern, acc, protocol)
-            for protocol in self.protocols
-            for acc in self.accelerations
-            for pattern in self.patterns
-        ]
-        masks = {(p, a): (torch.ones(width) if p == "full" else self._mask(p, a, width)) for p, a, _ in runs}
+        learned = self._learned_masks(width)  # every file checked before any spectrum is computed
+        baseline = self._baseline_masks(width)
+        volumes = volume_keys(self.test_data)
         rows, details = [], []
         unit = "px"
-        for pattern, acc, protocol in tqdm(runs, desc="patterns", disable=None):
-            mask = masks[(pattern, acc)].to(self.device)
-            net = self.network
-            if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
-                net = fine_tune(
-                    self.network,
-                    train,
-                    mask,
-                    self.fine_tune_epochs,
-                    self.fine_tune_lr,
-                    pe_dim=self.pe_dim,
-                    amp=self.amp,
-                    seed=self.seed,
+        runs = self._runs()
+        for fm in self.forward_models:
+            cache = {
+                "device": self.device,
+                "batch_size": self.batch_size,
+                "pe_dim": self.pe_dim,
+                "forward_model": fm,
+                "max_phase": self.max_phase,
+            }
+            test = cache_line_spectra(self.test_data, phase_seed_base=self.test_phase_seed, **cache)
+            train = []
+            if "fine_tuned" in self.protocols:
+                train = cache_line_spectra(self.train_data, phase_seed_base=self.train_phase_seed, **cache)
+            for protocol, pattern, acc, seed in tqdm(runs, desc=f"patterns ({fm})", disable=None):
+                mask = learned[(fm, pattern, acc)] if pattern in self.learned else baseline[(pattern, acc, seed)]
+                mask = mask.to(self.device)
+                net = self.network
+                if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
+                    net = fine_tune(
+                        self.network,
+                        train,
+                        mask,
+                        self.fine_tune_epochs,
+                        self.fine_tune_lr,
+                        pe_dim=self.pe_dim,
+                        amp=self.amp,
+                        seed=self.seed,
+                    )
+                pred, label = predict_slices(net, test, mask, self.pe_dim, self.amp)
+                dice = pooled_dice(pred, label, volumes, len(self.class_names))
+                surface = volume_surface_distances(pred, label, self.test_data, len(self.class_names))
+                unit = surface.unit
+                rows.append(self._row(fm, protocol, pattern, acc, seed, mask, dice, surface))
+                details.append(
+                    (f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}", dice, surface)
                 )
-            pred, label = predict_slices(net, test, mask, self.pe_dim, self.amp)
-            dice = pooled_dice(pred, label, volumes, len(self.class_names))
-            surface = volume_surface_distances(pred, label, self.test_data, len(self.class_names))
-            unit = surface.unit
-            per_class = _nanmean(dice, axis=0)
-            row = {"protocol": protocol, "pattern": pattern, "acceleration": acc, "lines": int(mask.sum())}
-            row.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
-            row["mean_fg"] = float(_nanmean(per_class[1:]))
-            row["mean"] = float(_nanmean(per_class))
-            summary = surface_summary(surface)
-            for key in ("hd95", "assd"):
-                row.update({f"{key}_{n}": float(v) for n, v in zip(self.class_names[1:], summary[key])})
-                row[f"{key}_mean_fg"] = float(_nanmean(summary[key]))
-            row["surface_missed"] = int(summary["missed"].sum())
-            row["surface_spurious"] = int(summary["spurious"].sum())
-            rows.append(row)
-            details.append((f"{protocol}/{pattern}/x{acc}", dice, surface))
-            logger.info(
-                "%s %s x%d: Dice mean_fg %.4f mean %.4f, HD95 mean_fg %.2f %s, ASSD mean_fg %.2f %s",
-                protocol,
-                pattern,
-                acc,
-                row["mean_fg"],
-                row["mean"],
-                row["hd95_mean_fg"],
-                unit,
-                row["assd_mean_fg"],
-                unit,
-            )
+                r = rows[-1]
+                logger.info(
+                    "%s %s %s x%d%s: Dice mean_fg %.4f mean %.4f, HD95 mean_fg %.2f %s, ASSD mean_fg %.2f %s",
+                    fm,
+                    protocol,
+                    pattern,
+                    acc,
+                    "" if seed is None else f" seed {seed}",
+                    r["mean_fg"],
+                    r["mean"],
+                    r["hd95_mean_fg"],
+                    unit,
+                    r["assd_mean_fg"],
+                    unit,
+                )
+            del test, train  # one forward model's spectra in memory at a time
         self._write(rows, len(self.test_data), len(set(volumes)), unit)
         self._write_per_volume(details, sorted(set(volumes)))
         logger.info("pattern comparison done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
         return rows
+
+    def _row(
+        self,
+        forward_model: str,
+        protocol: str,
+        pattern: str,
+        acc: int,
+        seed: int | None,
+        mask: torch.Tensor,
+        dice: np.ndarray,
+        surface: SurfaceDistances,
+    ) -> dict:
+        distinct = distinct_frequencies(mask)
+        row = {
+            "forward_model": forward_model,
+            "protocol": protocol,
+            "pattern": pattern,
+            "acceleration": acc,
+            "seed": seed,
+            "lines": int((mask > 0).sum()),
+            "distinct_f": int(np.sum(distinct)),  # summed over the rows of a per-channel pattern, as lines
+        }
+        per_class = nanmean(dice, axis=0)
+        row.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
+        row["mean_fg"] = float(nanmean(per_class[1:]))
+        row["mean"] = float(nanmean(per_class))
+        summary = surface_summary(surface)
+        for key in ("hd95", "assd"):
+            row.update({f"{key}_{n}": float(v) for n, v in zip(self.class_names[1:], summary[key])})
+            row[f"{key}_mean_fg"] = float(nanmean(summary[key]))
+        row["surface_missed"] = int(summary["missed"].sum())
+        row["surface_spurious"] = int(summary["spurious"].sum())
+        return row
 
     def _write(self, rows: list[dict], n_slices: int, n_volumes: int, unit: str) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -369,10 +440,3 @@ class PatternComparison:
                     write_metrics_reports(tmp, lines, None, {key: v}, None, class_labels=list(labels))
             for key in values:
                 os.replace(Path(tmp) / f"{key}_raw.csv", self.output_dir / f"{key}_raw.csv")
-
-
-def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """``np.nanmean`` without the warning: NaN where every value is NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    n = (~np.isnan(values)).sum(axis)
-    return np.where(n > 0, np.nansum(values, axis) / np.maximum(n, 1), np.nan)

@@ -1,4 +1,4 @@
-"""Tables and figures of the IGS search and of the pattern comparison (Dice, HD95, ASSD)."""
+"""Tables and figures of the IGS search and of the pattern comparison (Dice, HD95, ASSD; mean +- sd over seeds)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import numpy as np
 from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import save_figure
 
-__all__ = ["plot_igs_search", "markdown_table", "plot_dice_vs_acceleration"]
+__all__ = [
+    "FORWARD_MODEL_NOTES",
+    "plot_igs_search",
+    "mean_sd",
+    "format_mean_sd",
+    "markdown_table",
+    "plot_dice_vs_acceleration",
+]
 
 
 def plot_igs_search(
@@ -45,37 +52,126 @@ def plot_igs_search(
     return save_figure(fig, path)
 
 
+FORWARD_MODEL_NOTES = {
+    "phase": (
+        "the phase-aware model (on by default): each slice gets a smooth, seeded phase map before the FFT, as a real "
+        "acquisition has, so line +f and line -f carry different information; training and test slices draw their "
+        "phases from different seeds"
+    ),
+    "magnitude": (
+        "the paper's setting: the magnitude image is the acquired image, so its k-space is conjugate-symmetric and "
+        "line +f duplicates line -f"
+    ),
+}
+"""What each forward model is, as the comparison's markdown says it."""
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean and sample standard deviation (``ddof=1``) of the non-NaN ``values``, and how many there are; the sd is
+    NaN for fewer than two values, both NaN for none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def format_mean_sd(values: Sequence[float], digits: int = 3) -> str:
+    """``"0.512"`` for one value, ``"0.512 +- 0.013"`` (mean +- sample sd) for several, ``"nan"`` for none; NaN
+    values are left out and counted (``"... (4 of 5)"``)."""
+    mean, sd, n = mean_sd(values)
+    if n == 0:
+        return "nan"
+    text = f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} +- {sd:.{digits}f}"
+    return text if n == len(values) else f"{text} ({n} of {len(values)})"
+
+
+def _groups(rows: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """Rows by ``(forward_model, protocol, pattern, acceleration)``, in first-seen order (one row per seed)."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault((r.get("forward_model", ""), r["protocol"], r["pattern"], r["acceleration"]), []).append(r)
+    return out
+
+
+def _seed_count(groups: Sequence[list[dict]]) -> str:
+    counts = sorted({len(g) for g in groups})
+    return "/".join(str(c) for c in counts)
+
+
 def markdown_table(
     rows: Sequence[dict], accelerations: Sequence[int], n_slices: int, n_volumes: int, unit: str = "mm"
 ) -> str:
-    """Markdown: summaries by pattern and acceleration per protocol (mean Dice; mean HD95 and ASSD in ``unit`` when
-    the rows have them), then the full per-class listing."""
-    out = [f"Test set: {n_volumes} volumes ({n_slices} slices). Scores per volume, averaged over volumes.", ""]
+    """Markdown of the pattern comparison rows (:class:`~common.apps.igs.PatternComparison`, one per forward model,
+    protocol, pattern, acceleration and seed).
+
+    A header (test set; what each forward model is), then one section per forward model: lines sampled and distinct
+    ``|f|`` per pattern and acceleration, and per protocol the Dice (mean over the foreground classes, in brackets
+    the mean incl. background), HD95 and ASSD (in ``unit``) by pattern and acceleration with full sampling as a
+    reference row. A pattern with several rows (seeds) shows mean +- sample sd over them (``ddof=1``) and the column
+    ``seeds`` says how many. Then the empty-mask counts and every row as it is in the CSV.
+    """
+    groups = _groups(rows)
+    models = list(dict.fromkeys(k[0] for k in groups))
+    protocols = list(dict.fromkeys(k[1] for k in groups))
+    seeded = sorted({r["pattern"] for r in rows if r.get("seed") is not None})
+    out = [f"Test set: {n_volumes} volumes ({n_slices} slices). Scores per volume, averaged over volumes."]
+    if seeded:
+        counts = ", ".join(
+            f"{p}: {_seed_count([g for k, g in groups.items() if k[1] == p and k[2] in seeded])}" for p in protocols
+        )
+        out.append(
+            f"Seeded patterns ({', '.join(seeded)}): one draw per seed, shown as mean +- sample sd (ddof=1) over the "
+            f"seeds; column `seeds` gives how many each row has ({counts}). The CSV keeps one row per seed."
+        )
+    out.append(
+        "`distinct |f|`: how many distinct frequencies |f| = |line - W/2| a pattern covers (a line and its mirror "
+        "count once)."
+    )
+    out.append("")
+    out += [f'Forward model "{m}": {FORWARD_MODEL_NOTES.get(m, "")}.' for m in models if m] + [""]
     unit_text = "mm" if unit == "mm" else "pixels: 1 per pixel along H and W, 1 per slice"
     tables = [
-        ("mean_fg", "Dice, mean over RV, myocardium, LV", "{:.3f}"),
-        ("mean", "Dice, mean incl. background", "{:.3f}"),
-        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over RV, myocardium, LV", "{:.2f}"),
-        ("assd_mean_fg", f"ASSD ({unit_text}), mean over RV, myocardium, LV", "{:.2f}"),
+        ("mean_fg", "Dice, mean over RV, myocardium, LV (in brackets: mean incl. background)", 3),
+        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over RV, myocardium, LV", 2),
+        ("assd_mean_fg", f"ASSD ({unit_text}), mean over RV, myocardium, LV", 2),
     ]
-    for metric, title, fmt in tables:
-        if metric not in rows[0]:
-            continue
-        out += [f"**{title}**", "", "| protocol | pattern | " + " | ".join(f"x{a}" for a in accelerations) + " |"]
+    accs = " | ".join(f"x{a}" for a in accelerations)
+    for model in models:
+        if model:
+            out += [f"## Forward model: {model}", ""]
+        mine = {k[1:]: g for k, g in groups.items() if k[0] == model}
+        patterns = list(dict.fromkeys(k[1] for k in mine if k[1] != "full"))
+        out += ["**Lines sampled / distinct |f| covered**", "", f"| pattern | seeds | {accs} |"]
         out.append("|" + "---|" * (2 + len(accelerations)))
-        for protocol in dict.fromkeys(r["protocol"] for r in rows):
-            full = next(r for r in rows if r["protocol"] == protocol and r["pattern"] == "full")
-            for pattern in dict.fromkeys(r["pattern"] for r in rows if r["pattern"] != "full"):
-                vals = {
-                    r["acceleration"]: r[metric] for r in rows if r["protocol"] == protocol and r["pattern"] == pattern
-                }
-                out.append(
-                    f"| {protocol} | {pattern} | " + " | ".join(fmt.format(vals[a]) for a in accelerations) + " |"
-                )
-            out.append(
-                f"| {protocol} | full (x1) | " + " | ".join(fmt.format(full[metric]) for _ in accelerations) + " |"
-            )
+        for pattern in patterns:
+            cells, n_seeds = [], set()
+            for a in accelerations:
+                by_seed = {r.get("seed"): r for k, g in mine.items() if k[1:] == (pattern, a) for r in g}
+                n_seeds.add(len(by_seed))
+                lines = _count([r["lines"] for r in by_seed.values()])
+                cells.append(f"{lines} / {_count([r.get('distinct_f', float('nan')) for r in by_seed.values()])}")
+            out.append(f"| {pattern} | {'/'.join(map(str, sorted(n_seeds)))} | " + " | ".join(cells) + " |")
         out.append("")
+        for metric, title, digits in tables:
+            if metric not in rows[0]:
+                continue
+            out += [f"**{title}**", "", f"| protocol | pattern | seeds | {accs} |"]
+            out.append("|" + "---|" * (3 + len(accelerations)))
+            for protocol in protocols:
+                for pattern in patterns:
+                    runs = [mine.get((protocol, pattern, a), []) for a in accelerations]
+                    if not any(runs):
+                        continue
+                    cells = [_cell(g, metric, digits) for g in runs]
+                    out.append(f"| {protocol} | {pattern} | {_seed_count(runs)} | " + " | ".join(cells) + " |")
+                full = mine.get((protocol, "full", 1))
+                if full:
+                    cell = _cell(full, metric, digits)
+                    out.append(
+                        f"| {protocol} | full (x1) | {len(full)} | " + " | ".join(cell for _ in accelerations) + " |"
+                    )
+            out.append("")
     if "surface_missed" in rows[0]:
         missed = sum(r["surface_missed"] for r in rows)
         spurious = sum(r["surface_spurious"] for r in rows)
@@ -86,34 +182,62 @@ def markdown_table(
             "",
         ]
     keys = list(rows[0])
-    out += ["**All rows**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    out += [
-        "| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in rows
-    ]
+    out += ["**All rows** (one per seed)", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out += ["| " + " | ".join(_text(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(out) + "\n"
 
 
+def _cell(group: Sequence[dict], metric: str, digits: int) -> str:
+    """One table cell: the metric over the group's rows (seeds); Dice also the mean incl. background in brackets."""
+    if not group:
+        return ""
+    text = format_mean_sd([r[metric] for r in group], digits)
+    if metric == "mean_fg" and "mean" in group[0]:
+        text += f" ({format_mean_sd([r['mean'] for r in group], digits)})"
+    return text
+
+
+def _count(values: Sequence[float]) -> str:
+    """A count over seeds: the number when every seed has the same, else mean +- sample sd to one decimal."""
+    if not values:
+        return ""
+    return str(int(values[0])) if len(set(values)) == 1 else format_mean_sd(values, 1)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
-    """Mean foreground Dice against acceleration, one line per pattern, one panel per protocol (PNG)."""
+    """Mean foreground Dice against acceleration, one line per pattern (mean over seeds, error bars one sample sd),
+    one panel per forward model (rows) and protocol (columns); full sampling dashed (PNG)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
-    fig = Figure(figsize=(5.5 * len(protocols), 4))
-    axes = fig.subplots(1, len(protocols), squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
-        sub = [r for r in rows if r["protocol"] == protocol]
-        for pattern in dict.fromkeys(r["pattern"] for r in sub if r["pattern"] != "full"):
-            pts = sorted((r["acceleration"], r["mean_fg"]) for r in sub if r["pattern"] == pattern)
-            ax.plot(*zip(*pts), marker="o", label=pattern)
-        full = next(r["mean_fg"] for r in sub if r["pattern"] == "full")
-        ax.axhline(full, color="k", linestyle="--", label="full sampling")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted({r["acceleration"] for r in sub if r["pattern"] != "full"}))
-        ax.get_xaxis().set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
-        ax.set_xlabel("acceleration")
-        ax.set_ylabel("Dice (mean over RV, myocardium, LV)")
-        ax.set_title(f"{protocol} network")
-        ax.legend()
+    groups = _groups(rows)
+    models = list(dict.fromkeys(k[0] for k in groups))
+    protocols = list(dict.fromkeys(k[1] for k in groups))
+    fig = Figure(figsize=(5.5 * len(protocols), 4 * len(models)))
+    axes = fig.subplots(len(models), len(protocols), squeeze=False)
+    for row_axes, model in zip(axes, models):
+        for ax, protocol in zip(row_axes, protocols):
+            mine = {k[2:]: g for k, g in groups.items() if k[:2] == (model, protocol)}
+            for pattern in dict.fromkeys(k[0] for k in mine if k[0] != "full"):
+                accs = sorted(a for p, a in mine if p == pattern)
+                stats = [mean_sd([r["mean_fg"] for r in mine[(pattern, a)]]) for a in accs]
+                sd = [s if n > 1 else 0.0 for _, s, n in stats]
+                ax.errorbar(accs, [m for m, _, _ in stats], yerr=sd, marker="o", capsize=3, label=pattern)
+            if ("full", 1) in mine:
+                full = mean_sd([r["mean_fg"] for r in mine[("full", 1)]])[0]
+                ax.axhline(full, color="k", linestyle="--", label="full sampling")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({a for p, a in mine if p != "full"}))
+            ax.get_xaxis().set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
+            ax.set_xlabel("acceleration")
+            ax.set_ylabel("Dice (mean over RV, myocardium, LV)")
+            ax.set_title(f"{model + ' model, ' if model else ''}{protocol} network")
+            ax.legend(fontsize="small")
     fig.tight_layout()
     return save_figure(fig, path)

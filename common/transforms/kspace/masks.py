@@ -1,4 +1,5 @@
-"""K-space line patterns: exact-budget baseline masks (centre, equispaced, random, full) and learned pattern files."""
+"""K-space line patterns: exact-budget baseline masks (centre, one-sided centre, equispaced, random, full), learned
+pattern files, and the number of distinct frequencies a pattern covers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from common.utils.atomic_io import atomic_path
 
 __all__ = [
     "num_lines",
+    "distinct_frequencies",
     "CenterLines",
+    "OneSidedCenterLines",
     "EquispacedLines",
     "RandomLines",
     "FullLines",
@@ -50,6 +53,24 @@ def _center_block(width: int, n: int) -> np.ndarray:
     return np.arange(pad, pad + n)
 
 
+def distinct_frequencies(mask: torch.Tensor | np.ndarray) -> int | list[int]:
+    """How many distinct frequencies ``|f| = |index - width // 2|`` the sampled lines (weight > 0) of a line pattern
+    cover, ``width // 2`` being the k-space centre after fftshift.
+
+    On a magnitude image (conjugate-symmetric k-space) line ``+f`` carries what line ``-f`` carries, so this is the
+    information a pattern really acquires under the paper's forward model: a centred block of ``n`` lines covers about
+    ``n / 2 + 1``, a one-sided block ``n``.
+
+    ``mask`` ``(W,)`` -> ``int``; ``(C, W)`` -> one ``int`` per row (list of ``C``).
+    """
+    arr = np.asarray(torch.as_tensor(mask).detach().cpu())
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"mask: expected a (W,) or (C, W) line pattern, found shape {arr.shape}")
+    freq = np.abs(np.arange(arr.shape[-1]) - arr.shape[-1] // 2)
+    counts = [len(np.unique(freq[row > 0])) for row in np.atleast_2d(arr)]
+    return counts[0] if arr.ndim == 1 else counts
+
+
 def _to_mask(width: int, lines: np.ndarray) -> torch.Tensor:
     mask = torch.zeros(width, dtype=torch.float32)
     mask[torch.as_tensor(lines, dtype=torch.long)] = 1.0
@@ -66,6 +87,30 @@ class CenterLines:
     def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
         """Return a ``(width,)`` float32 0/1 mask; ``seed`` is accepted for a uniform interface and unused."""
         return _to_mask(width, _center_block(width, num_lines(width, self.acceleration)))
+
+
+class OneSidedCenterLines:
+    """One-sided (partial-Fourier) centre block: the ``n = width // acceleration`` lines ``c, c + 1, ..., c + n - 1``
+    from the k-space centre ``c = width // 2`` (after fftshift) upwards.
+
+    It covers each frequency ``|f|`` from 0 to ``n - 1`` once, where the centred block of the same budget spends about
+    half its lines on mirrors (``-f`` beside ``+f``): on a magnitude image the same information, with an image phase
+    not.
+    """
+
+    def __init__(self, acceleration: float) -> None:
+        num_lines(2**31, acceleration)  # validates the factor
+        self.acceleration = acceleration
+
+    def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
+        """Return a ``(width,)`` float32 0/1 mask; ``seed`` is accepted for a uniform interface and unused."""
+        n, c = num_lines(width, self.acceleration), width // 2
+        if c + n > width:
+            raise ValueError(
+                f"acceleration x{self.acceleration} on {width} lines: expected a one-sided block of {n} lines to fit "
+                f"between the centre {c} and the edge, found room for {width - c}; use an acceleration >= 2"
+            )
+        return _to_mask(width, np.arange(c, c + n))
 
 
 class _CenterPlusOuter:
@@ -139,7 +184,7 @@ class LearnedLines:
         return load_line_pattern(self.pattern_file, width=width)
 
 
-_KINDS = ("center", "equispaced", "random", "full", "learned")
+_KINDS = ("center", "one_sided", "equispaced", "random", "full", "learned")
 
 
 def line_pattern(
@@ -152,8 +197,8 @@ def line_pattern(
     """Map a configuration string to a mask factory ``width -> (width,)`` mask (as fastMRI's mask-type factory).
 
     Args:
-        kind: ``"center"``, ``"equispaced"``, ``"random"``, ``"full"`` or ``"learned"`` (read from ``pattern_file``
-            when the mask is built, not now).
+        kind: ``"center"``, ``"one_sided"`` (:class:`OneSidedCenterLines`), ``"equispaced"``, ``"random"``,
+            ``"full"`` or ``"learned"`` (read from ``pattern_file`` when the mask is built, not now).
         acceleration: undersampling factor; the mask keeps exactly ``width // acceleration`` lines.
         center_fraction: fraction of the width in the centre block (equispaced, random); ignored by the others.
         seed: bound to the factory, so every call gives the same mask (random, equispaced); ignored by the others.
@@ -172,6 +217,8 @@ def line_pattern(
         return LearnedLines(pattern_file)
     if kind == "center":
         return CenterLines(acceleration)
+    if kind == "one_sided":
+        return OneSidedCenterLines(acceleration)
     if center_fraction is None:
         raise ValueError(f"center_fraction: expected a fraction in (0, 1] for kind '{kind}', found None")
     cls = EquispacedLines if kind == "equispaced" else RandomLines
@@ -189,7 +236,8 @@ def line_mask(
     """Build a ``(width,)`` (or ``(C, width)`` for a per-channel learned pattern) float32 0/1 line mask.
 
     Args:
-        kind: ``"center"``, ``"equispaced"``, ``"random"``, ``"full"`` or ``"learned"`` (read from ``pattern_file``).
+        kind: ``"center"``, ``"one_sided"``, ``"equispaced"``, ``"random"``, ``"full"`` or ``"learned"`` (read from
+            ``pattern_file``).
         width: number of phase-encoding lines.
         acceleration: undersampling factor; the mask keeps exactly ``width // acceleration`` lines.
         center_fraction: fraction of ``width`` in the centre block (equispaced, random).

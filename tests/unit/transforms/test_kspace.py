@@ -15,7 +15,9 @@ from common.transforms import (
     KSpaceUndersample,
     KSpaceUndersampled,
     LearnedLines,
+    OneSidedCenterLines,
     RandomLines,
+    distinct_frequencies,
     line_mask,
     line_pattern,
     line_spectrum,
@@ -88,7 +90,7 @@ def test_gradcheck_mask_and_image():
 
 
 @pytest.mark.parametrize("acc,expected", [(4, 64), (8, 32), (16, 16)])
-@pytest.mark.parametrize("kind", ["center", "equispaced", "random"])
+@pytest.mark.parametrize("kind", ["center", "one_sided", "equispaced", "random"])
 def test_exact_line_counts(kind, acc, expected):
     mask = line_mask(kind, 256, acc, center_fraction=0.08 if acc == 4 else 0.04, seed=3)
     assert mask.shape == (256,) and int(mask.sum()) == expected
@@ -104,6 +106,35 @@ def test_center_block_and_equispaced_layout():
     assert set(center) <= set(e)
     gaps = np.diff(np.setdiff1d(e, center))
     assert gaps.max() - gaps.min() <= 12  # evenly spread apart from the centre gap
+
+
+@pytest.mark.parametrize("width", [256, 33, 34])
+@pytest.mark.parametrize("acc", [4, 8, 16])
+def test_one_sided_block_covers_each_frequency_once(width, acc):
+    """The one-sided block is ``c .. c + n - 1`` from the centre ``c = width // 2``: each |f| from 0 to n - 1 once.
+    The centred block of the same budget covers n // 2 + 1 (its other lines are mirrors), about half as many."""
+    n, c = width // acc, width // 2
+    one_sided = OneSidedCenterLines(acc)(width)
+    assert one_sided.nonzero().flatten().tolist() == list(range(c, c + n)) and int(one_sided.sum()) == n
+    freq = np.abs(np.arange(width) - c)
+    assert sorted(freq[one_sided.numpy() > 0].tolist()) == list(range(n))  # every |f| < n exactly once
+    assert distinct_frequencies(one_sided) == n
+    center = CenterLines(acc)(width)
+    assert int(center.sum()) == n and distinct_frequencies(center) == n // 2 + 1
+    assert distinct_frequencies(torch.stack([center, one_sided])) == [n // 2 + 1, n]  # per row of a (C, W) pattern
+    assert torch.equal(line_mask("one_sided", width, acc), one_sided)
+    assert isinstance(line_pattern("one_sided", acc), OneSidedCenterLines)
+
+
+def test_distinct_frequencies_counts_mirror_pairs_once():
+    mask = torch.zeros(16)
+    mask[[8 - 3, 8 + 3, 8, 0]] = 1.0  # |f| 3 twice (mirrors), 0, and the unpaired Nyquist line |f| = 8
+    assert distinct_frequencies(mask) == 3
+    assert distinct_frequencies(np.where(np.arange(16) % 2 == 0, 0.5, 0.0)) == 5  # weights > 0 count: |f| 0,2,4,6,8
+    with pytest.raises(ValueError, match=r"mask: expected a \(W,\) or \(C, W\) line pattern, found shape \(2, 2, 4\)"):
+        distinct_frequencies(torch.ones(2, 2, 4))
+    with pytest.raises(ValueError, match="expected a one-sided block of 4 lines to fit .* found room for 2"):
+        OneSidedCenterLines(1)(4)
 
 
 def test_seeded_determinism_and_global_rng_untouched():
@@ -158,7 +189,8 @@ def test_acceleration_without_lines_is_an_error():
 
 
 @pytest.mark.parametrize(
-    "kind,acc,cf", [("center", 4, None), ("equispaced", 8, 0.04), ("random", 4, 0.08), ("full", 1, None)]
+    "kind,acc,cf",
+    [("center", 4, None), ("one_sided", 8, None), ("equispaced", 8, 0.04), ("random", 4, 0.08), ("full", 1, None)],
 )
 def test_mask_factory_equals_tensor_mask(kind, acc, cf):
     img = torch.rand(2, 33, 34, 3)  # odd height, stack of 3 slices
@@ -189,7 +221,9 @@ def test_learned_factory_reads_the_file_at_call_time(tmp_path):
 
 
 def test_line_pattern_and_factory_errors(tmp_path):
-    with pytest.raises(ValueError, match="kind: expected one of center, equispaced, random, full, learned, found 'x'"):
+    with pytest.raises(
+        ValueError, match="kind: expected one of center, one_sided, equispaced, random, full, learned, found 'x'"
+    ):
         line_pattern("x", 4)
     with pytest.raises(ValueError, match="pattern_file: expected"):
         line_pattern("learned", 4)

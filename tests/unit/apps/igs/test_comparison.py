@@ -1,9 +1,12 @@
 """common.apps.igs.comparison: Dice per volume (slices pooled) against MONAI's DiceMetric on the stacked volumes,
-HD95 / ASSD per volume and class in mm on hand-computed cases, and the written comparison table."""
+HD95 / ASSD per volume and class in mm on hand-computed cases, the written comparison table (one-sided and distinct
+|f| columns, mean +- sd over seeds, both forward models), learned patterns refused when made with another network or
+forward model, and the point of the phase model: mirrored line sets stop being equivalent."""
 
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -12,8 +15,10 @@ from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 from torch import nn
 
-from common.apps.igs import PatternComparison, cache_line_spectra
-from common.apps.igs.comparison import pooled_dice, volume_dice, volume_surface_distances
+from common.apps.igs import PatternComparison, cache_line_spectra, weights_digest
+from common.apps.igs.comparison import learned_pattern_file
+from common.apps.igs.evaluation import pooled_dice, volume_dice, volume_surface_distances
+from common.transforms import distinct_frequencies, line_mask, save_line_pattern, zscore_slices
 
 CLASSES = ["background", "rv", "myocardium", "lv"]
 
@@ -157,30 +162,36 @@ def test_comparison_rows_have_hd95_and_assd_columns(tmp_path):
         batch_size=len(items),
     )
     rows = comparison.run()
-    full = next(r for r in rows if r["pattern"] == "full")
+    assert [(r["forward_model"], r["pattern"]) for r in rows] == [
+        ("phase", "full"),
+        ("phase", "center"),
+        ("magnitude", "full"),
+        ("magnitude", "center"),
+    ]
+    full = rows[0]
     assert full["hd95_rv"] == pytest.approx(13.0) and full["assd_rv"] == pytest.approx(13.0)  # mean of 20 and 6
     assert full["hd95_myocardium"] == pytest.approx(5.0) and full["hd95_lv"] == 0.0  # P2's missed/spurious left out
     assert full["hd95_mean_fg"] == pytest.approx(6.0) and full["assd_mean_fg"] == pytest.approx(6.0)
     assert full["surface_missed"] == 1 and full["surface_spurious"] == 1
     assert full["dice_myocardium"] == 0.0 and full["dice_lv"] == pytest.approx(0.5)  # lv: P1 1, P2 0
     table = list(csv.DictReader(open(tmp_path / "pattern_comparison.csv")))
-    assert [float(r["hd95_mean_fg"]) for r in table] == [pytest.approx(6.0)] * 2  # the stand-in ignores the mask
+    assert [float(r["hd95_mean_fg"]) for r in table] == [pytest.approx(6.0)] * 4  # the stand-in ignores the mask
     md = (tmp_path / "pattern_comparison.md").read_text()
     assert "**HD95 (mm), mean over RV, myocardium, LV**" in md and "**ASSD (mm), mean over RV, myocardium, LV**" in md
     assert (
-        "| frozen | full (x1) | 6.00 |" in md and "2 (volume, class) pairs missed and 2 spurious" in md
-    )  # over both rows
+        "| frozen | full (x1) | 1 | 6.00 |" in md and "4 (volume, class) pairs missed and 4 spurious" in md
+    )  # over all four rows
     raw = list(csv.reader(open(tmp_path / "pattern_comparison_hd95_raw.csv")))
     assert raw[0] == ["filename", "rv", "myocardium", "lv", "mean"]
-    assert raw[1][0] == "frozen/full/x1/P1/ED" and [float(v) for v in raw[1][1:]] == [
+    assert raw[1][0] == "phase/frozen/full/x1/-/P1/ED" and [float(v) for v in raw[1][1:]] == [
         20.0,
         5.0,
         0.0,
         8.3333,
     ]  # 4 decimals
-    assert raw[2][0] == "frozen/full/x1/P2/ED" and raw[2][2:4] == ["nan", "nan"]
+    assert raw[2][0] == "phase/frozen/full/x1/-/P2/ED" and raw[2][2:4] == ["nan", "nan"]
     dice = list(csv.reader(open(tmp_path / "pattern_comparison_dice_raw.csv")))
-    assert dice[0] == ["filename", *CLASSES, "mean"] and len(dice) == 1 + 2 * 2  # 2 runs x 2 volumes
+    assert dice[0] == ["filename", *CLASSES, "mean"] and len(dice) == 1 + 4 * 2  # 4 runs x 2 volumes
 
 
 def test_bad_items():
@@ -199,3 +210,300 @@ def test_bad_items():
         volume_surface_distances(p, g, [{**items[0], "slice": 0}, *items[1:]], 4)
     with pytest.raises(ValueError, match="pred, label, items: expected 4 slices"):
         volume_surface_distances(p, g, items[:4], 4)
+
+
+WIDTH = 32
+
+
+def _heart_items(patients: list[str], seed: int) -> list[dict]:
+    """Heart-like slices ``(1, 32, 32)``: LV disc (3) in a myocardium ring (2), an RV disc (1) beside it, each class a
+    flat intensity (its label value), the centre moving per slice; two phases and three slices per patient."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:WIDTH, :WIDTH]
+    items = []
+    for patient in patients:
+        for phase in ("ED", "ES"):
+            for s in range(3):
+                cy, cx = 16 + rng.integers(-3, 4), 13 + rng.integers(-3, 4)
+                r = np.hypot(yy - cy, xx - cx)
+                label = np.zeros((WIDTH, WIDTH), np.int64)
+                label[np.hypot(yy - cy, xx - cx - 9) < 4.5] = 1
+                label[r < 6.5] = 2
+                label[r < 4.0 + 0.5 * s] = 3
+                items.append(
+                    {
+                        "image": label[None].astype(np.float32),
+                        "label": label[None].astype(np.float32),
+                        "patient": patient,
+                        "phase": phase,
+                        "slice": s,
+                        "spacing": np.array([1.5, 1.5, 8.0]),
+                    }
+                )
+    return items
+
+
+class BandNet(nn.Module):
+    """A tiny network: a 1x1 convolution whose argmax bands the (z-scored) intensity, class ``k`` between thresholds
+    ``t_k`` and ``t_{k+1}`` (``logit_k = s (k z - t_1 - ... - t_k)``); fine-tunable like any network."""
+
+    def __init__(self, thresholds: list[float], sharpness: float = 4.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, len(thresholds) + 1, 1)
+        k = torch.arange(len(thresholds) + 1, dtype=torch.float32)
+        with torch.no_grad():
+            self.conv.weight.copy_((sharpness * k).view(-1, 1, 1, 1))
+            self.conv.bias.copy_(-sharpness * torch.cat([torch.zeros(1), torch.cumsum(torch.tensor(thresholds), 0)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _band_net(items: list[dict]) -> BandNet:
+    """Thresholds halfway between the classes' mean z-scored intensities of the fully sampled slices."""
+    z = zscore_slices(torch.as_tensor(np.stack([d["image"] for d in items])))
+    labels = torch.as_tensor(np.stack([d["label"] for d in items]))
+    levels = [float(z[labels == c].mean()) for c in range(len(CLASSES))]
+    return BandNet([(a + b) / 2 for a, b in zip(levels, levels[1:])])
+
+
+@pytest.fixture(scope="module")
+def heart() -> tuple[list[dict], list[dict], BandNet]:
+    train, test = _heart_items(["T1", "T2", "T3", "T4"], 0), _heart_items(["P1", "P2", "P3"], 1)
+    return train, test, _band_net(train)
+
+
+def _save_learned(folder, name: str, mask: torch.Tensor, fm: str, acc: int, **fingerprint: object) -> None:
+    save_line_pattern(
+        learned_pattern_file(folder, name, fm, acc), mask, fingerprint={"forward_model": fm, **fingerprint}
+    )
+
+
+def test_one_sided_and_distinct_f_columns(tmp_path, heart):
+    train, test, net = heart
+    rows = PatternComparison(
+        net,
+        train,
+        test,
+        tmp_path,
+        tmp_path,
+        CLASSES,
+        accelerations=[4, 8],
+        patterns=["center", "one_sided"],
+        protocols=["frozen"],
+        forward_models=["magnitude"],
+    ).run()
+    full = rows[0]
+    assert full["pattern"] == "full" and full["mean_fg"] > 0.95  # the band network segments fully sampled slices
+    assert (full["lines"], full["distinct_f"], full["seed"]) == (WIDTH, WIDTH // 2 + 1, None)
+    for r in rows[1:]:
+        n = WIDTH // r["acceleration"]
+        assert r["lines"] == n and r["seed"] is None
+        assert r["distinct_f"] == distinct_frequencies(line_mask(r["pattern"], WIDTH, r["acceleration"]))
+        assert r["distinct_f"] == (n if r["pattern"] == "one_sided" else n // 2 + 1)  # centre: half on mirrors
+    table = list(csv.DictReader(open(tmp_path / "pattern_comparison.csv")))
+    assert list(table[0])[:7] == ["forward_model", "protocol", "pattern", "acceleration", "seed", "lines", "distinct_f"]
+    assert [(r["pattern"], r["acceleration"], r["seed"], r["distinct_f"]) for r in table] == [
+        ("full", "1", "", "17"),
+        ("center", "4", "", "5"),
+        ("one_sided", "4", "", "8"),
+        ("center", "8", "", "3"),
+        ("one_sided", "8", "", "4"),
+    ]
+    md = (tmp_path / "pattern_comparison.md").read_text()
+    assert "| center | 1 | 8 / 5 | 4 / 3 |" in md and "| one_sided | 1 | 8 / 8 | 4 / 4 |" in md
+
+
+def test_seeded_patterns_are_mean_and_sample_sd_over_seeds(tmp_path, heart):
+    train, test, net = heart
+    rows = PatternComparison(
+        net,
+        train,
+        test,
+        tmp_path,
+        tmp_path,
+        CLASSES,
+        accelerations=[4],
+        patterns=["equispaced", "random"],
+        forward_models=["magnitude"],
+        seeds=[0, 1, 2],
+        fine_tune_seeds=[1],
+        center_fractions={4: 0.1},
+        fine_tune_epochs=1,
+        batch_size=8,
+    ).run()
+    table = list(csv.DictReader(open(tmp_path / "pattern_comparison.csv")))
+    assert len(table) == len(rows) == 2 * 1 + 2 * 3 + 2 * 1  # full per protocol; 3 frozen and 1 fine-tuned seed each
+    md = (tmp_path / "pattern_comparison.md").read_text()
+    assert "(frozen: 3, fine_tuned: 1)" in md
+    for pattern in ("equispaced", "random"):
+        frozen = [r for r in table if r["protocol"] == "frozen" and r["pattern"] == pattern]
+        assert [r["seed"] for r in frozen] == ["0", "1", "2"]
+        masks = [line_mask(pattern, WIDTH, 4, 0.1, seed=s) for s in (0, 1, 2)]
+        assert [int(r["distinct_f"]) for r in frozen] == [distinct_frequencies(m) for m in masks]
+        fg, mean = (np.array([float(r[k]) for r in frozen]) for k in ("mean_fg", "mean"))
+        assert fg.std() > 0  # the draws differ, so the sd says something
+        cell = f"{fg.mean():.3f} +- {fg.std(ddof=1):.3f} ({mean.mean():.3f} +- {mean.std(ddof=1):.3f})"
+        assert f"| frozen | {pattern} | 3 | {cell} |" in md
+        hd = np.array([float(r["hd95_mean_fg"]) for r in frozen])
+        assert f"| frozen | {pattern} | 3 | {hd.mean():.2f} +- {hd.std(ddof=1):.2f} |" in md
+        (tuned,) = [r for r in table if r["protocol"] == "fine_tuned" and r["pattern"] == pattern]
+        assert tuned["seed"] == "1"
+        assert f"| fine_tuned | {pattern} | 1 | {float(tuned['mean_fg']):.3f} ({float(tuned['mean']):.3f}) |" in md
+
+
+def test_learned_pattern_made_with_another_network_or_forward_model_is_refused(tmp_path, heart):
+    train, test, net = heart
+    mask = line_mask("one_sided", WIDTH, 4)
+    args = dict(accelerations=[4], patterns=["igs", "center"], protocols=["frozen"], forward_models=["phase"])
+    out = tmp_path / "eval"
+    sidecar = tmp_path / "igs_phase_x4.json"
+    _save_learned(tmp_path, "igs", mask, "phase", 4, weights=weights_digest(BandNet([0.0, 1.0, 2.0])))
+    with pytest.raises(ValueError, match=re.escape(str(sidecar)) + r": made with other settings \(weights: expected"):
+        PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    save_line_pattern(
+        tmp_path / "igs_phase_x4", mask, fingerprint={"weights": weights_digest(net), "forward_model": "magnitude"}
+    )
+    with pytest.raises(
+        ValueError, match=r"igs_phase_x4\.json: made with other settings \(forward_model: expected 'phase'"
+    ):
+        PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    save_line_pattern(tmp_path / "igs_phase_x4", mask)  # written before fingerprints existed
+    with pytest.raises(ValueError, match=r"igs_phase_x4\.json: expected a fingerprint .* found none"):
+        PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    _save_learned(tmp_path, "igs", line_mask("center", WIDTH, 8), "phase", 4, weights=weights_digest(net))
+    with pytest.raises(ValueError, match=r"igs_phase_x4\.npy: expected 8 lines \(width 32 // x4\) per pattern row"):
+        PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    assert not out.exists()  # refused before anything is computed or written
+    _save_learned(tmp_path, "igs", mask, "phase", 4, weights=weights_digest(net))
+    rows = PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    igs = next(r for r in rows if r["pattern"] == "igs")
+    one_sided = PatternComparison(net, train, test, out, tmp_path, CLASSES, **{**args, "patterns": ["one_sided"]}).run()
+    assert igs["mean_fg"] == one_sided[1]["mean_fg"] and igs["distinct_f"] == 8  # the file's lines were used
+
+
+def test_missing_learned_patterns_are_all_named_with_the_command_that_writes_them(tmp_path, heart):
+    train, test, net = heart
+    _save_learned(tmp_path, "igs", line_mask("one_sided", WIDTH, 4), "phase", 4, weights=weights_digest(net))
+    comparison = PatternComparison(
+        net,
+        train,
+        test,
+        tmp_path / "eval",
+        tmp_path,
+        CLASSES,
+        accelerations=[4],
+        patterns=["igs", "loupe", "igs_lookahead", "center"],
+        protocols=["frozen"],
+    )
+    with pytest.raises(FileNotFoundError) as e:
+        comparison.run()
+    text = str(e.value)
+    assert "5 learned pattern file(s) missing" in text  # all at once: igs magnitude, loupe and igs_lookahead twice
+    assert (
+        f"{tmp_path / 'igs_magnitude_x4.npy'}: expected the learned 'igs' pattern (magnitude forward model, x4)" in text
+    )
+    assert "configs/igs_search.json']\" --igs_forward_model magnitude`, or drop 'igs' from patterns" in text
+    assert f"{tmp_path / 'loupe_phase_x4.npy'}: expected" in text
+    assert "configs/loupe.json']\" --loupe_forward_model phase`" in text
+    assert "igs_lookahead_phase_x4.npy" in text and "drop 'igs_lookahead' from patterns" in text
+    sources = {"igs_lookahead": ["igs_search.json", "igs_forward_model"]}  # a search variant: its config and setting
+    with pytest.raises(FileNotFoundError, match=r"igs_lookahead_magnitude_x4\.npy: .*--igs_forward_model magnitude`"):
+        PatternComparison(
+            net,
+            train,
+            test,
+            tmp_path / "eval",
+            tmp_path,
+            CLASSES,
+            accelerations=[4],
+            patterns=["igs_lookahead"],
+            protocols=["frozen"],
+            pattern_sources=sources,
+        ).run()
+    assert "igs_phase_x4.npy" not in text
+
+
+def test_both_forward_models_appear_in_rows_markdown_and_figure(tmp_path, heart):
+    train, test, net = heart
+    rows = PatternComparison(
+        net,
+        train,
+        test,
+        tmp_path,
+        tmp_path,
+        CLASSES,
+        accelerations=[4, 8],
+        patterns=["center", "one_sided"],
+        protocols=["frozen", "fine_tuned"],
+        fine_tune_epochs=1,
+        batch_size=8,
+    ).run()
+    assert {(r["forward_model"], r["protocol"]) for r in rows} == {
+        (fm, p) for fm in ("phase", "magnitude") for p in ("frozen", "fine_tuned")
+    }
+    assert len(rows) == 2 * 2 * (1 + 2 * 2)
+    full = {(r["forward_model"], r["protocol"]): r["mean_fg"] for r in rows if r["pattern"] == "full"}
+    assert full[("phase", "frozen")] == pytest.approx(full[("magnitude", "frozen")], abs=1e-6)  # full: same image
+    md = (tmp_path / "pattern_comparison.md").read_text()
+    assert md.index("## Forward model: phase") < md.index("## Forward model: magnitude")
+    assert 'Forward model "phase": the phase-aware model (on by default)' in md
+    assert 'Forward model "magnitude": the paper\'s setting' in md
+    phase_section = md[md.index("## Forward model: phase") : md.index("## Forward model: magnitude")]
+    for table in ("**Lines sampled / distinct |f| covered**", "**Dice, mean over RV, myocardium, LV (in brackets"):
+        assert table in phase_section
+    assert "| fine_tuned | full (x1) | 1 |" in phase_section and "**HD95 (mm)" in phase_section
+    png = tmp_path / "dice_vs_acceleration.png"
+    from PIL import Image
+
+    width, height = Image.open(png).size
+    assert png.stat().st_size > 1000 and height > width * 0.6  # two rows (forward models) of two panels (protocols)
+
+
+def test_phase_model_breaks_the_mirror_equivalence(tmp_path, heart):
+    """Lines ``c - n + 1 .. c`` are the mirror of the one-sided block ``c .. c + n - 1``: on a magnitude image (the
+    paper's model) they give the same image magnitude, so equal Dice; with an image phase they do not."""
+    train, test, net = heart
+    c = WIDTH // 2
+    for acc in (4, 8):
+        n = WIDTH // acc
+        mirrored = torch.zeros(WIDTH)
+        mirrored[c - n + 1 : c + 1] = 1.0
+        assert distinct_frequencies(mirrored) == n
+        for fm in ("phase", "magnitude"):
+            _save_learned(tmp_path, "mirrored", mirrored, fm, acc, weights=weights_digest(net))
+    rows = PatternComparison(
+        net,
+        train,
+        test,
+        tmp_path,
+        tmp_path,
+        CLASSES,
+        accelerations=[4, 8],
+        patterns=["one_sided", "mirrored"],
+        protocols=["frozen"],
+    ).run()
+    dice = {(r["forward_model"], r["pattern"], r["acceleration"]): r["mean_fg"] for r in rows}
+    gaps = {
+        fm: [abs(dice[(fm, "one_sided", a)] - dice[(fm, "mirrored", a)]) for a in (4, 8)]
+        for fm in ("phase", "magnitude")
+    }
+    assert max(gaps["magnitude"]) < 1e-6  # mirror lines are free under the paper's model
+    assert max(gaps["phase"]) > 0.01, gaps  # not with a phase
+
+
+def test_bad_arguments(tmp_path, heart):
+    train, test, net = heart
+    base = (net, train, test, tmp_path, tmp_path, CLASSES)
+    with pytest.raises(ValueError, match=r"patterns: expected distinct baselines .* found \['full'\]"):
+        PatternComparison(*base, patterns=["full"])
+    with pytest.raises(ValueError, match="patterns: expected"):
+        PatternComparison(*base, patterns=["../igs"])
+    with pytest.raises(ValueError, match=r"forward_models: expected distinct entries of \('magnitude', 'phase'\)"):
+        PatternComparison(*base, forward_models=["complex"])
+    with pytest.raises(ValueError, match=r"fine_tune_seeds: expected distinct seeds among seeds \[0, 1\], found \[2\]"):
+        PatternComparison(*base, seeds=[0, 1], fine_tune_seeds=[2])
+    with pytest.raises(ValueError, match="train_phase_seed, test_phase_seed: expected different phase seed bases"):
+        PatternComparison(*base, train_phase_seed=3, test_phase_seed=3)
+    with pytest.raises(ValueError, match=r"pattern_sources: expected \(config file, forward-model setting id\)"):
+        PatternComparison(*base, pattern_sources={"igs_lookahead": ["igs_search.json"]})

@@ -1,0 +1,181 @@
+"""Scores of a line pattern on stacked test volumes (per-volume Dice, surface distances); fine-tuning on a pattern."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.apps.igs.objective import (
+    Normalize,
+    igs_loss,
+    network_input,
+)
+from common.metrics.surface import SurfaceDistances, surface_distances
+from common.transforms.intensity.array import zscore_slices
+
+__all__ = [
+    "volume_keys",
+    "nanmean",
+    "predict_slices",
+    "pooled_dice",
+    "volume_dice",
+    "volume_surface_distances",
+    "fine_tune",
+]
+
+
+def volume_keys(items: Sequence[dict]) -> list[str]:
+    """The volume each slice belongs to: ``"<patient>/<phase>"`` (a frame of a patient)."""
+    return [f"{d.get('patient', '')}/{d.get('phase', '')}" for d in items]
+
+
+@torch.no_grad()
+def predict_slices(
+    network: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    mask: torch.Tensor,
+    pe_dim: int = -1,
+    amp: bool = False,
+    normalize: Normalize | None = zscore_slices,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's class map of every slice undersampled with ``mask``, and the ground truth, in batch order.
+
+    ``batches`` from :func:`~common.apps.igs.cache_line_spectra`. Returns ``(N, H, W)`` uint8 prediction (argmax of
+    the logits) and ground truth, on the CPU (classes < 256).
+    """
+    network.eval()
+    preds, labels = [], []
+    for spectrum, label in batches:
+        image = network_input(spectrum, mask, pe_dim, normalize)
+        with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
+            preds.append(network(image).argmax(1).to(torch.uint8).cpu())
+        labels.append(label[:, 0].round().to(torch.uint8).cpu())
+    return torch.cat(preds), torch.cat(labels)
+
+
+def pooled_dice(pred: torch.Tensor, label: torch.Tensor, volumes: Sequence[str], num_classes: int) -> np.ndarray:
+    """Dice per volume and class with the slices of a volume pooled (the Dice of the stacked volume, as in ACDC's 3D
+    evaluation).
+
+    ``pred``, ``label`` ``(N, H, W)`` class maps; ``volumes`` names the volume of each slice. Returns
+    ``(V, num_classes)`` float64, volumes in sorted name order, NaN where a class is absent from both prediction and
+    ground truth (an empty ground truth with a non-empty prediction scores 0).
+    """
+    names = sorted(set(volumes))
+    index = torch.as_tensor([names.index(v) for v in volumes])
+    inter = torch.zeros(len(names), num_classes, dtype=torch.float64)
+    total = torch.zeros_like(inter)
+    for c in range(num_classes):
+        p, g = (pred == c).flatten(1), (label == c).flatten(1)
+        inter[:, c].index_add_(0, index, (p & g).sum(1).double())
+        total[:, c].index_add_(0, index, (p.sum(1) + g.sum(1)).double())
+    dice = (2 * inter / total).numpy()
+    return np.where(total.numpy() > 0, dice, np.nan)
+
+
+def volume_dice(
+    network: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    volumes: Sequence[str],
+    mask: torch.Tensor,
+    num_classes: int,
+    pe_dim: int = -1,
+    amp: bool = False,
+    normalize: Normalize | None = zscore_slices,
+) -> np.ndarray:
+    """Dice per volume and class of the network on images undersampled with ``mask``: :func:`predict_slices`, then
+    :func:`pooled_dice` (``(V, num_classes)``, NaN where a class is absent from both prediction and ground truth)."""
+    pred, label = predict_slices(network, batches, mask, pe_dim, amp, normalize)
+    return pooled_dice(pred, label, volumes, num_classes)
+
+
+def volume_surface_distances(
+    pred: torch.Tensor, label: torch.Tensor, items: Sequence[dict], num_classes: int
+) -> SurfaceDistances:
+    """HD95 and ASSD per volume and foreground class (:func:`~common.metrics.surface_distances`).
+
+    ``pred``, ``label`` ``(N, H, W)`` class maps of the slice dicts ``items`` (same order, with ``patient``,
+    ``phase``, ``slice`` and ``spacing``: mm per pixel along H and W and the slice thickness). Each volume's slices
+    are stacked in ``slice`` order into ``(H, W, D)``; volumes in sorted ``patient/phase`` order, as
+    :func:`pooled_dice`. Distances are in mm, or in pixels (1 per pixel and per slice) when no item has ``spacing``.
+    Returns ``(V, num_classes - 1)`` arrays (background left out); NaN and counted where a mask is empty (see
+    :data:`~common.metrics.EMPTY_MASK_CONVENTION`).
+    """
+    if len(items) != len(pred) or pred.shape != label.shape:
+        raise ValueError(
+            f"pred, label, items: expected {len(items)} slices (one per item) of equal shape, found "
+            f"{tuple(pred.shape)} and {tuple(label.shape)}"
+        )
+    with_spacing = ["spacing" in d for d in items]
+    if any(with_spacing) and not all(with_spacing):
+        raise ValueError(
+            f"items: expected 'spacing' in every slice dict or in none, found it in {sum(with_spacing)} "
+            f"of {len(items)}"
+        )
+    keys = volume_keys(items)
+    preds, labels, spacings = [], [], []
+    for name in sorted(set(keys)):
+        members = sorted((int(items[i].get("slice", i)), i) for i, k in enumerate(keys) if k == name)
+        numbers = [n for n, _ in members]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"items: expected distinct 'slice' numbers in volume {name}, found {numbers}")
+        order = [i for _, i in members]
+        preds.append(pred[order].permute(1, 2, 0))
+        labels.append(label[order].permute(1, 2, 0))
+        if all(with_spacing):
+            sp = {tuple(np.asarray(items[i]["spacing"], dtype=np.float64).tolist()) for i in order}
+            if len(sp) != 1:
+                raise ValueError(f"items: expected one spacing per volume, found {sorted(sp)} in volume {name}")
+            spacings.append(sp.pop())
+    # one call per volume: the depths differ between volumes (surface_distances loops over volumes anyway)
+    parts = [
+        surface_distances(p[None, None], g[None, None], s, num_classes=num_classes)
+        for p, g, s in zip(preds, labels, spacings or [None] * len(preds))
+    ]
+    fields = ("hd95", "assd", "pred_empty", "label_empty")
+    return SurfaceDistances(*(np.concatenate([getattr(d, f) for d in parts]) for f in fields), unit=parts[0].unit)
+
+
+def fine_tune(
+    network: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    mask: torch.Tensor,
+    epochs: int,
+    learning_rate: float = 1e-4,
+    loss: str = "dice_ce",
+    pe_dim: int = -1,
+    amp: bool = False,
+    seed: int = 0,
+    normalize: Normalize | None = zscore_slices,
+) -> nn.Module:
+    """A copy of ``network`` fine-tuned on images undersampled with ``mask`` (AdamW; 0.75 Dice + 0.25 CE)."""
+    net = copy.deepcopy(network).train()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(net.parameters(), lr=learning_rate)
+    loss_fn = igs_loss(loss)
+    device_type = mask.device.type
+    scaler = torch.amp.GradScaler(enabled=amp and device_type == "cuda")
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for i in torch.randperm(len(batches), generator=gen).tolist():
+            spectrum, label = batches[i]
+            image = network_input(spectrum, mask, pe_dim, normalize)
+            with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
+                value = loss_fn(net(image).float(), label)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(value).backward()
+            scaler.step(opt)
+            scaler.update()
+    return net.eval()
+
+
+def nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """``np.nanmean`` without the warning: NaN where every value is NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    n = (~np.isnan(values)).sum(axis)
+    return np.where(n > 0, np.nansum(values, axis) / np.maximum(n, 1), np.nan)

@@ -1,0 +1,384 @@
+"""LOUPE (Bahadir et al.) for k-space lines through a frozen segmentation network, as the IGS authors ran it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceLoss
+from torch import nn
+from tqdm import tqdm
+
+from common.apps.igs.fingerprint import check_fingerprint, search_fingerprint
+from common.apps.igs.objective import (
+    FORWARD_MODELS,
+    Normalize,
+    autocast_settings,
+    cache_line_spectra,
+    network_input,
+)
+from common.transforms.intensity.array import zscore_slices
+from common.transforms.kspace.functional import check_pe_dim
+from common.transforms.kspace.masks import num_lines, save_line_pattern
+
+__all__ = [
+    "PROB_SLOPE",
+    "SAMPLE_SLOPE",
+    "CLIP_NORM",
+    "triangle_logits",
+    "renormalize_probability",
+    "relaxed_line_mask",
+    "top_lines",
+    "loupe_loss",
+    "LOUPE",
+]
+
+logger = logging.getLogger(__name__)
+
+
+PROB_SLOPE = 5.0  # p = sigmoid(PROB_SLOPE * theta)
+SAMPLE_SLOPE = 200.0  # relaxed mask = sigmoid(SAMPLE_SLOPE * (p_alpha - u))
+CLIP_NORM = 1.0  # gradient-norm clip on theta before every Adam step
+
+
+def triangle_logits(width: int) -> torch.Tensor:
+    """The starting logits: a triangle over the lines, 0 at both edges and 1 at the centre line ``width // 2``.
+
+    ``theta[i] = i / c`` for ``i <= c`` and ``(width - 1 - i) / (width - 1 - c)`` for ``i > c``, ``c = width // 2``
+    (float32 ``(width,)``, ``width >= 3``). The authors' two ``linspace`` halves reach 1 at both ``c - 1`` and ``c``
+    for an even width; here only the k-space centre ``c`` (as fftshift puts it) starts at 1.
+    """
+    if width < 3:
+        raise ValueError(f"width: expected at least 3 phase-encoding lines, found {width}")
+    i = torch.arange(width, dtype=torch.float64)
+    c = width // 2
+    theta = torch.where(i <= c, i / c, (width - 1 - i) / (width - 1 - c))
+    return theta.float()
+
+
+def renormalize_probability(p: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Rescale line probabilities so that their mean is exactly ``alpha`` (LOUPE's sparsity renormalisation).
+
+    With ``m = mean(p)`` over the last axis (each row on its own):
+
+    - ``m >= alpha``: ``p' = p * alpha / m``  (scale the probabilities down);
+    - ``m < alpha``:  ``p' = 1 - (1 - p) * (1 - alpha) / (1 - m)``  (scale the complements down).
+
+    Both keep ``p'`` in ``[0, 1]`` and give ``mean(p') = alpha`` (Bahadir et al., IPMI 2019 / IEEE TCI 2020, the
+    "rescale probability map" step; the IGS authors' branch tests ``m >= alpha`` as here). Branch-free (no host sync),
+    differentiable in ``p`` (the mean couples every line). ``p`` ``(..., W)`` in ``[0, 1]``, ``alpha`` in ``(0, 1]``.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha: expected a sparsity in (0, 1], found {alpha}")
+    m = p.mean(dim=-1, keepdim=True)
+    tiny = torch.finfo(p.dtype).tiny
+    down = p * (alpha / m.clamp_min(tiny))
+    up = 1 - (1 - p) * ((1 - alpha) / (1 - m).clamp_min(tiny))  # clamps only touch the branch not taken
+    return torch.where(m >= alpha, down, up)
+
+
+def relaxed_line_mask(theta: torch.Tensor, alpha: float, u: torch.Tensor) -> torch.Tensor:
+    """LOUPE's relaxed sample: ``sigmoid(SAMPLE_SLOPE * (renormalize(sigmoid(PROB_SLOPE * theta), alpha) - u))``.
+
+    ``theta`` ``(W,)`` or ``(C, W)`` logits, ``u`` uniform draws in ``[0, 1)`` of the same shape -> mask of the same
+    shape with values in ``(0, 1)``, about 1 where ``p' > u``; differentiable in ``theta``.
+    """
+    p = renormalize_probability(torch.sigmoid(PROB_SLOPE * theta), alpha)
+    return torch.sigmoid(SAMPLE_SLOPE * (p - u))
+
+
+def top_lines(theta: torch.Tensor, n: int) -> tuple[torch.Tensor, list[list[int]]]:
+    """The binary pattern of the ``n`` lines with the largest logits in each row, and each row's lines in rank order.
+
+    Ties are broken deterministically: the line nearer the centre ``W // 2`` first, then the lower index.
+    ``theta`` ``(W,)`` or ``(C, W)`` -> (float32 0/1 mask of the same shape on the CPU, ``C`` (or 1) lists of ``n``
+    indices).
+    """
+    rows = np.atleast_2d(theta.detach().cpu().double().numpy())
+    width = rows.shape[-1]
+    if not 1 <= n <= width:
+        raise ValueError(f"n: expected 1 to {width} lines, found {n}")
+    index = np.arange(width)
+    distance = np.abs(index - width // 2)
+    orders = [np.lexsort((index, distance, -row))[:n].tolist() for row in rows]  # last key sorts first
+    mask = np.zeros_like(rows, dtype=np.float32)
+    for r, order in enumerate(orders):
+        mask[r, order] = 1.0
+    mask_t = torch.from_numpy(mask)
+    return (mask_t if theta.ndim == 2 else mask_t[0]), orders
+
+
+def loupe_loss() -> nn.Module:
+    """The authors' search loss: soft Dice on softmax, background included, pooled over the whole batch
+    (``dims=(0, 2, 3)``). Labels are class indices ``(B, 1, H, W)``."""
+    return DiceLoss(softmax=True, to_onehot_y=True, include_background=True, batch=True)
+
+
+class LOUPE:
+    """LOUPE line patterns for a frozen segmentation network, one independent optimisation per acceleration.
+
+    For each acceleration ``R`` (sparsity ``alpha = 1 / R``) one logit per line ``theta`` (per channel with
+    ``per_channel``) starts as :func:`triangle_logits`. Every batch of slices draws one ``u ~ U[0, 1)`` per line
+    (shared by the slices of the batch) and feeds the frozen ``network`` with :func:`~common.apps.igs.network_input`
+    of the :func:`relaxed_line_mask`; the batch-pooled soft Dice (:func:`loupe_loss`) is minimised over ``theta``
+    with Adam (``lr``, no weight decay) after clipping the gradient norm to ``CLIP_NORM``. Slices are reshuffled each
+    epoch. The final pattern is :func:`top_lines` of ``theta`` with ``width // R`` lines (:func:`num_lines`).
+
+    Randomness (batch order, draws) comes from a local ``torch.Generator`` seeded with ``seed`` afresh for each
+    acceleration, so a pattern does not depend on which other accelerations ran; the global RNG is untouched.
+
+    Writes ``loupe_<forward_model>_x<R>.npy`` and its JSON sidecar (:func:`~common.transforms.save_line_pattern`:
+    ``method="LOUPE"``, ``acceleration``, ``epochs``, ``train_loss`` (mean relaxed loss of the last epoch),
+    ``search_loss`` (the loss at the final binary pattern, mean over batches in data order), ``loss_history`` (per
+    epoch), ``theta``, ``search_seconds`` and ``fingerprint``). A rerun skips an acceleration whose file was made with
+    the same fingerprint and refuses one made with other settings.
+
+    Args:
+        network: segmentation network pretrained on fully sampled images; ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
+            It is put in eval mode and its parameters are frozen.
+        data: slice dicts with ``image`` ``(C, H, W)`` (magnitude, before normalisation) and ``label`` ``(1, H, W)``
+            (class indices); ``patient`` / ``phase`` / ``slice`` seed the phase maps of ``forward_model="phase"``.
+        output_dir: where the patterns go.
+        accelerations: factors to learn a pattern for, each on its own.
+        epochs: passes over ``data`` per acceleration (100 as the authors).
+        lr: Adam learning rate on ``theta``.
+        batch_size: slices per step (32 as the authors; the last batch of an epoch may be smaller).
+        forward_model: ``"magnitude"`` or ``"phase"`` (see :func:`~common.apps.igs.cache_line_spectra`).
+        phase_seed_base, max_phase: seed base and peak (radians) of the phase maps.
+        seed: seed of the local generator.
+        per_channel: one pattern per input channel (``(C, W)``), each row renormalised on its own.
+        pe_dim: -1 (lines index W) or -2 (lines index H).
+        device: where the search runs; the k-space of ``data`` is cached there.
+        amp: mixed precision of the network forward as :func:`~common.apps.igs.autocast_settings` (``True``:
+            bfloat16 on the CPU and CUDA >= 8.0, float16 with a constant loss scale, undone on ``theta``'s gradient
+            before clipping, on older CUDA devices; ``"bf16"`` / ``"fp16"`` to choose). The FFTs, the mask and the
+            loss stay float32.
+        normalize: applied to each undersampled image before the network (default per-slice z-score).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        data: Sequence[dict],
+        output_dir: str | Path,
+        accelerations: Sequence[float] = (16, 8, 4),
+        epochs: int = 100,
+        lr: float = 1e-2,
+        batch_size: int = 32,
+        forward_model: str = "magnitude",
+        phase_seed_base: int = 0,
+        max_phase: float = math.pi,
+        seed: int = 0,
+        per_channel: bool = False,
+        pe_dim: int = -1,
+        device: str | torch.device = "cpu",
+        amp: bool | str = False,
+        normalize: Normalize | None = zscore_slices,
+    ) -> None:
+        if not data:
+            raise ValueError("LOUPE: expected at least one slice in data, found none")
+        if forward_model not in FORWARD_MODELS:
+            raise ValueError(f"forward_model: expected one of {FORWARD_MODELS}, found '{forward_model}'")
+        if epochs < 1:
+            raise ValueError(f"epochs: expected >= 1, found {epochs}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, found {batch_size}")
+        if not lr > 0:
+            raise ValueError(f"lr: expected > 0, found {lr}")
+        if not accelerations:
+            raise ValueError("accelerations: expected at least one factor, found none")
+        self.pe_dim = check_pe_dim(pe_dim)
+        self.network = network
+        self.data = data
+        self.output_dir = Path(output_dir)
+        self.channels, height, width = np.asarray(data[0]["image"]).shape
+        self.width = width if pe_dim == -1 else height
+        self.budgets = {float(a): num_lines(self.width, a) for a in accelerations}
+        self.epochs = int(epochs)
+        self.lr = float(lr)
+        self.batch_size = int(batch_size)
+        self.forward_model = forward_model
+        self.phase_seed_base = int(phase_seed_base)
+        self.max_phase = float(max_phase)
+        self.seed = int(seed)
+        self.per_channel = per_channel
+        self.device = torch.device(device)
+        self.amp = amp
+        self.autocast_dtype, self.loss_scale = autocast_settings(self.device, amp)
+        self.normalize = normalize
+        self.loss_fn = loupe_loss()
+
+    def pattern_path(self, acceleration: float) -> Path:
+        """``<output_dir>/loupe_<forward_model>_x<acceleration>.npy``."""
+        return self.output_dir / f"loupe_{self.forward_model}_x{acceleration:g}.npy"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the patterns are stamped with: network weights, data, and every setting that changes the result
+        (not ``device`` and ``amp``, which change it only by rounding)."""
+        normalize = None if self.normalize is None else getattr(self.normalize, "__qualname__", "custom")
+        phase = {"seed_base": self.phase_seed_base, "max_phase": self.max_phase}
+        return search_fingerprint(
+            self.network,
+            self.data,
+            method="loupe",
+            forward_model=self.forward_model,
+            phase_map=phase if self.forward_model == "phase" else None,
+            epochs=self.epochs,
+            lr=self.lr,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            per_channel=self.per_channel,
+            pe_dim=self.pe_dim,
+            normalize=normalize,
+        )
+
+    def _done(self, acceleration: float, expected: dict[str, Any]) -> bool:
+        """Whether the pattern exists with the ``expected`` fingerprint; raise if it exists with another."""
+        npy = self.pattern_path(acceleration)
+        sidecar = npy.with_suffix(".json")
+        if not (npy.is_file() or sidecar.is_file()):
+            return False
+        found = json.loads(sidecar.read_text()).get("fingerprint") if sidecar.is_file() else None
+        check_fingerprint(found, expected, sidecar if sidecar.is_file() else npy)
+        if not npy.is_file():
+            raise ValueError(f"{npy}: expected the pattern beside {sidecar.name}, found none; delete the sidecar")
+        return True
+
+    def _cache(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All slices' line spectra complex64 ``(N, C, H, W)`` and labels ``(N, 1, H, W)`` on ``device``."""
+        chunks = cache_line_spectra(
+            self.data,
+            self.pe_dim,
+            max(self.batch_size, 64),
+            self.device,
+            forward_model=self.forward_model,
+            phase_seed_base=self.phase_seed_base,
+            max_phase=self.max_phase,
+        )
+        spectra = torch.cat([s for s, _ in chunks])
+        labels = torch.cat([lab for _, lab in chunks])
+        return spectra, labels
+
+    def _loss(self, spectrum: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        image = network_input(spectrum, mask, self.pe_dim, self.normalize)
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            logits = self.network(image)
+        return self.loss_fn(logits.float(), label)
+
+    def _optimise(
+        self, acceleration: float, spectra: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Train ``theta`` for one acceleration; returns the final logits and the mean loss of every epoch."""
+        alpha = 1.0 / acceleration
+        generator = torch.Generator().manual_seed(self.seed)
+        rows = self.channels if self.per_channel else 1
+        theta0 = triangle_logits(self.width).repeat(rows, 1)
+        theta = nn.Parameter((theta0 if self.per_channel else theta0[0]).to(self.device))
+        optimizer = torch.optim.Adam([theta], lr=self.lr, weight_decay=0.0)
+        n = spectra.shape[0]
+        history = []
+        bar = tqdm(range(self.epochs), desc=f"LOUPE x{acceleration:g}", disable=None)
+        for epoch in bar:
+            order = torch.randperm(n, generator=generator)
+            total = torch.zeros((), device=self.device)
+            steps = 0
+            for start in range(0, n, self.batch_size):
+                index = order[start : start + self.batch_size].to(self.device)
+                u = torch.rand(theta.shape, generator=generator).to(self.device)  # one draw per line per batch
+                loss = self._loss(spectra[index], labels[index], relaxed_line_mask(theta, alpha, u))
+                optimizer.zero_grad(set_to_none=True)
+                (loss * self.loss_scale).backward()
+                if self.loss_scale != 1.0:
+                    theta.grad.div_(self.loss_scale)
+                torch.nn.utils.clip_grad_norm_([theta], CLIP_NORM)
+                optimizer.step()
+                total += loss.detach()
+                steps += 1
+            history.append(float(total) / steps)  # one host sync per epoch
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+            if (epoch + 1) % max(1, self.epochs // 10) == 0 or epoch + 1 == self.epochs:
+                logger.info(
+                    "LOUPE x%g: epoch %d/%d, relaxed loss %.4f", acceleration, epoch + 1, self.epochs, history[-1]
+                )
+        bar.close()
+        return theta.detach(), history
+
+    @torch.no_grad()
+    def _pattern_loss(self, spectra: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
+        """Mean batch loss of a fixed pattern over all slices in data order."""
+        losses = [
+            self._loss(spectra[s : s + self.batch_size], labels[s : s + self.batch_size], mask)
+            for s in range(0, spectra.shape[0], self.batch_size)
+        ]
+        return float(torch.stack(losses).mean())
+
+    def run(self) -> dict[float, Path]:
+        """Learn (or keep) the pattern of every acceleration; returns ``{acceleration: path of the .npy pattern}``."""
+        self.network.eval().to(self.device)
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        expected = self.fingerprint()
+        written: dict[float, Path] = {}
+        todo = []
+        for acc in self.budgets:
+            if self._done(acc, expected):
+                logger.info("LOUPE x%g: %s made with the same settings exists, skipped", acc, self.pattern_path(acc))
+                written[acc] = self.pattern_path(acc)
+            else:
+                todo.append(acc)
+        if not todo:
+            return written
+        t0 = time.perf_counter()
+        spectra, labels = self._cache()
+        logger.info(
+            "LOUPE (%s): %d slices, width %d, budgets %s, cached in %.1f s",
+            self.forward_model,
+            spectra.shape[0],
+            self.width,
+            {a: self.budgets[a] for a in todo},
+            time.perf_counter() - t0,
+        )
+        for acc in todo:
+            t0 = time.perf_counter()
+            theta, history = self._optimise(acc, spectra, labels)
+            mask, orders = top_lines(theta, self.budgets[acc])
+            search_loss = self._pattern_loss(spectra, labels, mask.to(self.device))
+            seconds = time.perf_counter() - t0
+            written[acc] = save_line_pattern(
+                self.pattern_path(acc),
+                mask,
+                order=None if self.per_channel else orders[0],
+                orders=orders,
+                method="LOUPE",
+                acceleration=acc,
+                axis=self.pe_dim,
+                per_channel=self.per_channel,
+                forward_model=self.forward_model,
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                train_loss=history[-1],
+                search_loss=search_loss,
+                loss_history=history,
+                theta=theta.cpu().tolist(),
+                search_seconds=round(seconds, 3),
+                fingerprint=expected,
+            )
+            logger.info(
+                "LOUPE x%g: %d lines, loss %.4f at the binary pattern, %.1f s -> %s",
+                acc,
+                self.budgets[acc],
+                search_loss,
+                seconds,
+                written[acc],
+            )
+        return {a: written[a] for a in self.budgets}
