@@ -33,7 +33,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 
 from common.data import lgg_slices
-from common.synthetic import write_synthetic_lgg
+from common.synthetic.lgg import write_synthetic_lgg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the reference implementations live in the test-support module

@@ -1,12 +1,5 @@
-"""Seeded synthetic writers of the data sets in their real layouts (tests and demos only)."""
+"""Seeded synthetic writers of the data sets in their real layouts (tests, demos and benchmarks only).
 
-from __future__ import annotations
-
-from .acdc import write_synthetic_acdc
-from .lgg import SITES, write_synthetic_lgg
-
-__all__ = [
-    "write_synthetic_acdc",
-    "SITES",
-    "write_synthetic_lgg",
-]
+Each writer is its own command, ``python -m common.synthetic.<dataset> --out DIR``, so nothing is imported here:
+import ``common.synthetic.<dataset>``.
+"""

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from common.synthetic import write_synthetic_acdc, write_synthetic_lgg
+from common.synthetic.acdc import write_synthetic_acdc
+from common.synthetic.lgg import write_synthetic_lgg
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())

@@ -18,7 +18,8 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from common.data import acdc_frames, acdc_slices, lgg_slices
-from common.synthetic import write_synthetic_acdc, write_synthetic_lgg
+from common.synthetic.acdc import write_synthetic_acdc
+from common.synthetic.lgg import write_synthetic_lgg
 from tests.bundles.conftest import REPO
 
 SIZE = 40  # tiny and not a power of two: a resize or padding slip shows

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.data import acdc_frames, acdc_slices, find_acdc_frames, load_acdc_slices, read_info_cfg
-from common.synthetic import write_synthetic_acdc
+from common.synthetic.acdc import write_synthetic_acdc
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from common.data import (
     patient_id,
     scale_percentiles,
 )
-from common.synthetic import write_synthetic_lgg
+from common.synthetic.lgg import write_synthetic_lgg
 from common.transforms import SaveLggMasksd
 
 SIZE = 64

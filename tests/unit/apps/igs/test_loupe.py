@@ -19,15 +19,6 @@ from tests.unit.apps.igs.test_search import FREQS, WIDTH, grating_data
 CENTRE = WIDTH // 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is several times faster than two that compete with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ConvThreshold(nn.Module):
     """A frozen "network" with weights: a 1x1 conv giving background = -8 x, foreground = 8 x (x z-scored)."""
 
