@@ -11,7 +11,7 @@ from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 from torch import nn
 
-from common.networks.weights import warn_if_settings_differ, weights_mismatch
+from common.networks.weights import missing_weights_error, warn_if_settings_differ, weights_mismatch
 
 __all__ = ["CheckedCheckpointLoader"]
 
@@ -47,11 +47,7 @@ class CheckedCheckpointLoader(CheckpointLoader):
     def __call__(self, engine: Engine) -> None:
         path = Path(self.load_path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: expected trained weights (a state dict), found no file; train first with "
-                "`python -m monai.bundle run training --config_file <bundle>/configs/train.json` or pass "
-                "--ckpt_path <weights>"
-            )
+            raise missing_weights_error(path, "--ckpt_path <weights>")
         try:
             super().__call__(engine)
         except RuntimeError:  # load_state_dict: missing / unexpected keys or size mismatches

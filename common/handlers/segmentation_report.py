@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from common.metrics.segmentation import SCORES, binary_volume_scores, summarise
 from common.metrics.surface import EMPTY_MASK_CONVENTION
-from common.utils.atomic_io import atomic_path
+from common.utils.atomic_io import atomic_path, write_csv_rows
 from common.visualize.outlines import plot_outlines
 
 __all__ = ["SegmentationReport", "markdown_report"]
@@ -110,11 +109,7 @@ class SegmentationReport:
         # average incompatible units), formats every value as a float (the voxel counts and the surface status here
         # are ints and strings), and writes with plain open() into fixed names (metrics.csv), not atomically as every
         # other output here. One row per volume with all scores, written atomically, is what readers of this CSV use.
-        with atomic_path(self.output_dir / f"{self.prefix}.csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-                writer.writeheader()
-                writer.writerows(self.rows)
+        write_csv_rows(self.output_dir / f"{self.prefix}.csv", self.rows)
         with atomic_path(self.output_dir / f"{self.prefix}.md") as tmp:
             tmp.write_text(markdown_report(self.rows, summary))
         if self.panels:

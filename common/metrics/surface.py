@@ -12,6 +12,8 @@ from monai.config import NdarrayOrTensor
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 from monai.networks.utils import one_hot
 
+from common.utils.stats import nanmean
+
 __all__ = ["EMPTY_MASK_CONVENTION", "SurfaceDistances", "surface_distances", "surface_summary", "surface_unit"]
 
 EMPTY_MASK_CONVENTION = (
@@ -155,9 +157,7 @@ def surface_summary(distances: SurfaceDistances) -> dict[str, np.ndarray]:
     counts ``measured``, ``missed``, ``spurious``, ``absent``; each ``(K,)``."""
     out: dict[str, np.ndarray] = {}
     for key in ("hd95", "assd"):
-        values = getattr(distances, key)
-        n = (~np.isnan(values)).sum(0)
-        out[key] = np.where(n > 0, np.nansum(values, 0) / np.maximum(n, 1), np.nan)
+        out[key] = nanmean(getattr(distances, key), axis=0)
     for key in ("measured", "missed", "spurious", "absent"):
         out[key] = getattr(distances, key).sum(0)
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .utils import optimize_for_inference
 from .weights import (
     load_weights,
+    missing_weights_error,
     model_info_path,
     read_model_info,
     unwrap_parallel,

@@ -17,6 +17,7 @@ from common.utils.atomic_io import atomic_path
 
 __all__ = [
     "load_weights",
+    "missing_weights_error",
     "weights_mismatch",
     "warn_if_settings_differ",
     "model_info_path",
@@ -68,6 +69,15 @@ def _cli(value: Any) -> str:
 
 def _settings_text(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in settings.items())
+
+
+def missing_weights_error(path: str | Path, how_to_pass: str) -> FileNotFoundError:
+    """The error for a weights file that is not there: it names ``path`` and says how to train one, or to pass
+    ``how_to_pass`` (e.g. ``"--ckpt_path <weights>"``)."""
+    return FileNotFoundError(
+        f"{path}: expected trained weights (a state dict), found no file; train first with "
+        f"`python -m monai.bundle run training --config_file <bundle>/configs/train.json` or pass {how_to_pass}"
+    )
 
 
 def weights_mismatch(
@@ -131,10 +141,7 @@ def load_weights(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: expected trained weights (a state dict), found no file; train first with "
-            "`python -m monai.bundle run training --config_file <bundle>/configs/train.json` or pass the checkpoint"
-        )
+        raise missing_weights_error(path, "the checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for a corrupt file

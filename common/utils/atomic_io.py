@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "save_figure"]
+__all__ = ["atomic_path", "save_figure", "write_csv_rows"]
 
 
 @contextmanager
@@ -35,4 +36,18 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def write_csv_rows(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` (dicts with the keys of the first row as columns, in its order) atomically as CSV; returns
+    ``path``."""
+    path = Path(path)
+    if not rows:
+        raise ValueError(f"{path}: expected at least one row to write, found none")
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return path

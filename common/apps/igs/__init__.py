@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from .comparison import BASELINES, CENTER_FRACTIONS, PATTERN_SOURCES, SEEDED, PatternComparison, learned_pattern_file
-from .evaluation import (
-    fine_tune,
-    nanmean,
-    pooled_dice,
-    predict_slices,
-    volume_dice,
-    volume_keys,
-    volume_surface_distances,
-)
-from .fingerprint import check_fingerprint, data_digest, search_fingerprint, weights_digest
+from .evaluation import fine_tune, pooled_dice, predict_slices, volume_dice, volume_keys, volume_surface_distances
+from .fingerprint import acquisition_settings, check_fingerprint, data_digest, search_fingerprint, weights_digest
 from .loupe import (
     CLIP_NORM,
     LOUPE,
@@ -37,6 +29,7 @@ from .objective import (
     mask_gradient,
     mask_loss,
     network_input,
+    network_logits,
     pick_ties,
     rank_lines,
     slice_key,

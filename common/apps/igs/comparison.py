@@ -3,7 +3,6 @@ the baselines at equal budgets, under each forward model, with a frozen network 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -23,7 +22,6 @@ from tqdm import tqdm
 
 from common.apps.igs.evaluation import (
     fine_tune,
-    nanmean,
     pooled_dice,
     predict_slices,
     volume_keys,
@@ -42,7 +40,8 @@ from common.transforms.kspace.masks import (
     load_line_pattern,
     num_lines,
 )
-from common.utils.atomic_io import atomic_path
+from common.utils.atomic_io import atomic_path, write_csv_rows
+from common.utils.stats import nanmean
 
 __all__ = [
     "CENTER_FRACTIONS",
@@ -414,11 +413,7 @@ class PatternComparison:
 
     def _write(self, rows: list[dict], n_slices: int, n_volumes: int, unit: str) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.output_dir / "pattern_comparison.csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+        write_csv_rows(self.output_dir / "pattern_comparison.csv", rows)
         with atomic_path(self.output_dir / "pattern_comparison.md") as tmp:
             tmp.write_text(markdown_table(rows, self.accelerations, n_slices, n_volumes, unit))
         plot_dice_vs_acceleration(rows, self.output_dir / "dice_vs_acceleration.png")

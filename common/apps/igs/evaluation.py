@@ -19,7 +19,6 @@ from common.transforms.intensity.array import zscore_slices
 
 __all__ = [
     "volume_keys",
-    "nanmean",
     "predict_slices",
     "pooled_dice",
     "volume_dice",
@@ -172,10 +171,3 @@ def fine_tune(
             scaler.step(opt)
             scaler.update()
     return net.eval()
-
-
-def nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """``np.nanmean`` without the warning: NaN where every value is NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    n = (~np.isnan(values)).sum(axis)
-    return np.where(n > 0, np.nansum(values, axis) / np.maximum(n, 1), np.nan)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["weights_digest", "data_digest", "search_fingerprint", "check_fingerprint"]
+__all__ = ["weights_digest", "data_digest", "acquisition_settings", "search_fingerprint", "check_fingerprint"]
 
 
 def weights_digest(network: nn.Module) -> str:
@@ -38,6 +38,19 @@ def data_digest(items: Sequence[Mapping], image_key: str = "image", label_key: s
             h.update(f"{a.shape}|".encode())
             h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def acquisition_settings(
+    forward_model: str, phase_seed_base: int, max_phase: float, normalize: Callable | None
+) -> dict[str, Any]:
+    """The fingerprint entries that say how the network's input was made, shared by every pattern search:
+    ``forward_model``, ``phase_map`` (its seed base and peak under the ``"phase"`` model, else None) and
+    ``normalize`` (the function's name, ``"custom"`` if it has none, None for no normalisation)."""
+    return {
+        "forward_model": forward_model,
+        "phase_map": {"seed_base": phase_seed_base, "max_phase": max_phase} if forward_model == "phase" else None,
+        "normalize": None if normalize is None else getattr(normalize, "__qualname__", "custom"),
+    }
 
 
 def search_fingerprint(network: nn.Module, data: Sequence[Mapping], **settings: Any) -> dict[str, Any]:

@@ -16,13 +16,15 @@ from monai.losses import DiceLoss
 from torch import nn
 from tqdm import tqdm
 
-from common.apps.igs.fingerprint import check_fingerprint, search_fingerprint
+from common.apps.igs.fingerprint import acquisition_settings, check_fingerprint, search_fingerprint
 from common.apps.igs.objective import (
     FORWARD_MODELS,
     Normalize,
     autocast_settings,
     cache_line_spectra,
+    mask_loss,
     network_input,
+    network_logits,
 )
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.functional import check_pe_dim
@@ -222,21 +224,17 @@ class LOUPE:
     def fingerprint(self) -> dict[str, Any]:
         """What the patterns are stamped with: network weights, data, and every setting that changes the result
         (not ``device`` and ``amp``, which change it only by rounding)."""
-        normalize = None if self.normalize is None else getattr(self.normalize, "__qualname__", "custom")
-        phase = {"seed_base": self.phase_seed_base, "max_phase": self.max_phase}
         return search_fingerprint(
             self.network,
             self.data,
             method="loupe",
-            forward_model=self.forward_model,
-            phase_map=phase if self.forward_model == "phase" else None,
+            **acquisition_settings(self.forward_model, self.phase_seed_base, self.max_phase, self.normalize),
             epochs=self.epochs,
             lr=self.lr,
             seed=self.seed,
             batch_size=self.batch_size,
             per_channel=self.per_channel,
             pe_dim=self.pe_dim,
-            normalize=normalize,
         )
 
     def _done(self, acceleration: float, expected: dict[str, Any]) -> bool:
@@ -268,10 +266,7 @@ class LOUPE:
 
     def _loss(self, spectrum: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         image = network_input(spectrum, mask, self.pe_dim, self.normalize)
-        dtype = self.autocast_dtype
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            logits = self.network(image)
-        return self.loss_fn(logits.float(), label)
+        return self.loss_fn(network_logits(self.network, image, self.autocast_dtype), label)
 
     def _optimise(
         self, acceleration: float, spectra: torch.Tensor, labels: torch.Tensor
@@ -311,15 +306,6 @@ class LOUPE:
         bar.close()
         return theta.detach(), history
 
-    @torch.no_grad()
-    def _pattern_loss(self, spectra: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
-        """Mean batch loss of a fixed pattern over all slices in data order."""
-        losses = [
-            self._loss(spectra[s : s + self.batch_size], labels[s : s + self.batch_size], mask)
-            for s in range(0, spectra.shape[0], self.batch_size)
-        ]
-        return float(torch.stack(losses).mean())
-
     def run(self) -> dict[float, Path]:
         """Learn (or keep) the pattern of every acceleration; returns ``{acceleration: path of the .npy pattern}``."""
         self.network.eval().to(self.device)
@@ -350,7 +336,10 @@ class LOUPE:
             t0 = time.perf_counter()
             theta, history = self._optimise(acc, spectra, labels)
             mask, orders = top_lines(theta, self.budgets[acc])
-            search_loss = self._pattern_loss(spectra, labels, mask.to(self.device))
+            batches = list(zip(spectra.split(self.batch_size), labels.split(self.batch_size)))
+            search_loss = mask_loss(  # mean batch loss of the binary pattern over all slices in data order
+                self.network, batches, mask.to(self.device), self.loss_fn, self.pe_dim, self.amp, self.normalize
+            )
             seconds = time.perf_counter() - t0
             written[acc] = save_line_pattern(
                 self.pattern_path(acc),

@@ -29,6 +29,7 @@ __all__ = [
     "slice_key",
     "cache_line_spectra",
     "network_input",
+    "network_logits",
     "autocast_settings",
     "mask_gradient",
     "mask_loss",
@@ -155,7 +156,7 @@ def autocast_settings(device: torch.device | str, amp: bool | str) -> tuple[torc
     return None, 1.0
 
 
-def _forward(network: nn.Module, image: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+def network_logits(network: nn.Module, image: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     """Float32 logits of ``network`` on ``image`` ``(B, C, H, W)``, autocast to ``dtype`` (channels-last on CUDA)."""
     if image.is_cuda:
         image = image.contiguous(memory_format=torch.channels_last)
@@ -199,7 +200,7 @@ def mask_gradient(
     total = torch.zeros((), device=mask.device)
     groups = 0
     for spectrum, label in batches:
-        logits = _forward(network, network_input(spectrum, weights, pe_dim, normalize), dtype)
+        logits = network_logits(network, network_input(spectrum, weights, pe_dim, normalize), dtype)
         loss, n = _group_loss(loss_fn, logits, label, loss_batch)
         (loss * scale if scale != 1.0 else loss).backward()
         total += loss.detach()
@@ -230,7 +231,7 @@ def mask_loss(
     groups = 0
     for spectrum, label in batches:
         loss, n = _group_loss(
-            loss_fn, _forward(network, network_input(spectrum, mask, pe_dim, normalize), dtype), label, loss_batch
+            loss_fn, network_logits(network, network_input(spectrum, mask, pe_dim, normalize), dtype), label, loss_batch
         )
         total += loss
         groups += n

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.apps.igs.fingerprint import check_fingerprint, search_fingerprint
+from common.apps.igs.fingerprint import acquisition_settings, check_fingerprint, search_fingerprint
 from common.apps.igs.objective import (
     FORWARD_MODELS,
     Batches,
@@ -193,15 +193,12 @@ class IterativeGradientSampling:
     def fingerprint(self) -> dict[str, Any]:
         """What this search's state and patterns are stamped with (:func:`~common.apps.igs.search_fingerprint`)."""
         start = self.start if isinstance(self.start, str) else self._start_orders()
-        normalize = None if self.normalize is None else getattr(self.normalize, "__qualname__", "custom")
-        phase = {"seed_base": self.phase_seed_base, "max_phase": self.max_phase}
         return search_fingerprint(
             self.network,
             self.data,
             loss=self.loss_name,
             loss_batch=self.loss_batch or self.batch_size,
-            forward_model=self.forward_model,
-            phase_map=phase if self.forward_model == "phase" else None,
+            **acquisition_settings(self.forward_model, self.phase_seed_base, self.max_phase, self.normalize),
             start=start,
             lines_per_iteration=self.lines_per_iteration,
             exact_lines=self.exact_lines,
@@ -210,7 +207,6 @@ class IterativeGradientSampling:
             tie_rtol=self.tie_rtol,
             per_channel=self.per_channel,
             pe_dim=self.pe_dim,
-            normalize=normalize,
         )
 
     def _mask(self, orders: list[list[int]], count: int | None = None) -> torch.Tensor:
@@ -322,8 +318,6 @@ class IterativeGradientSampling:
             if self.subset_fraction < 1
             else None
         )
-        if flat is not None:
-            batches = list(zip(flat[0].split(self.batch_size), flat[1].split(self.batch_size)))
         logger.info(
             "IGS (%s): %d slices, width %d, budgets %s", self.prefix, len(self.data), self.width, dict(self.budgets)
         )
