@@ -1,21 +1,26 @@
-"""Benchmarks of the DeepIGeoS building blocks (geodesic maps, R-Net, CRF-Net); prints measured figures.
+"""Benchmarks of the DeepIGeoS building blocks (geodesic maps, R-Net, CRF-Net, P-Net); prints measured figures.
 
 (a) one refinement step (:func:`common.apps.deepigeos.refine`) on a synthetic BraTS-sized volume, per tumour size:
     simulated clicks on the P-Net errors; in the region of the label and clicks, two geodesic maps, the 3D R-Net
-    forward (as trained, and after ``optimize_for_inference``) and CRF-Net(fu) iterations; seconds per part
-    (targets: under 5 s on 2 CPU cores, under 1 s on a GPU).
+    forward (``--context`` 3d or 2.5d; as trained, and after ``optimize_for_inference``) and CRF-Net(fu)
+    iterations; seconds per part (targets: under 5 s on 2 CPU cores, under 1 s on a GPU).
 (b) geodesic maps of a 3D volume: GeodisTK vs FastGeodis on CPU vs FastGeodis on CUDA, side by side (median of
     repeats, with min and max: FastGeodis' OpenMP path is erratic on shared cores).
 (c) CRF-Net forward + backward on a 3D volume, per window: seconds and peak memory (each in a fresh process; on CPU
     the peak resident memory above the inputs, with glibc's default and a fixed mmap threshold; on CUDA
     ``max_memory_allocated``).
+(d) 3D P-Net (training mode, cross-entropy loss) forward + backward on one ``(1, 1, n, n, n)`` batch, for the full
+    3D context (every convolution 3x3x3) and the 2.5D form (3x3x1 after the first): parameters, wall seconds,
+    process CPU seconds (all threads; less sensitive to other jobs on shared cores) and peak memory, each in a fresh
+    process as in (c) (glibc's default allocator on CPU).
 
 The data are synthetic (an ellipsoid "brain" with an ellipsoidal "tumour", Gaussian noise); untrained weights. CUDA
-is used automatically when available (``--device cpu`` to force the CPU).
+is used automatically when available (``--device cpu`` to force the CPU, ``--device cuda`` for the GPU).
 
 Usage: python benchmarks/bench_deepigeos.py [--volume "[240,240,155]"] [--tumours "[30,60,90]"] [--margin 16]
-    [--geodesic_size 128]
-    [--crf_size 96] [--crf_windows "[3,5]"] [--crf_iterations 5] [--repeats 3] [--device auto] [--parts abc]
+    [--context 3d] [--geodesic_size 128]
+    [--crf_size 96] [--crf_windows "[3,5]"] [--crf_iterations 5] [--pnet_size 96] [--repeats 3] [--device auto]
+    [--parts abcd]
     [--threads 0]  (0: torch's default; on cores shared with other jobs, 1 thread avoids OpenMP barrier stalls)
 """
 
@@ -33,11 +38,12 @@ import fire
 import monai
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from common.apps.deepigeos import refine
 from common.networks import optimize_for_inference
 from common.networks.blocks import CRFNet
-from common.networks.nets import rnet
+from common.networks.nets import PNet, rnet
 from common.transforms import SimulateClicks, geodesic_map, has_fastgeodis
 
 
@@ -81,11 +87,13 @@ def bench_refinement(
     margin: int,
     device: torch.device,
     features: int,
+    context: str,
     window: int,
     iterations: int,
 ) -> None:
     """:func:`common.apps.deepigeos.refine` as the MONAI Label refinement will call it, on the whole volume."""
-    net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features).to(device).eval()
+    net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features, context=context)
+    net = net.to(device).eval()
     fast = optimize_for_inference(net)
     crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()
     with torch.inference_mode():  # warm-up on a small volume (kernels, allocator)
@@ -98,13 +106,13 @@ def bench_refinement(
         img, label = torch.from_numpy(image).to(device), torch.from_numpy(pred).to(device)
         seeds = torch.as_tensor(seeds).to(device)
         for name, model in (("R-Net as trained", net), ("R-Net optimize_for_inference", fast)):
-            result = refine(img, label, seeds, model, crf, margin=margin)
+            result = refine(img, label, seeds, model, 2, crf, margin=margin)
             sec = result.seconds
             box = tuple(s.stop - s.start for s in result.box)
             print(
                 f"(a) {tuple(shape)} on {device}, tumour {tumour:g} voxels across, {len(fg)} fg + {len(bg)} bg clicks "
                 f"(simulated in {t_clicks:.2f} s), region {box} (margin {margin}) = "
-                f"{np.prod(box) / np.prod(shape):.1%} of the volume, {name} ({features} ch/block): crop "
+                f"{np.prod(box) / np.prod(shape):.1%} of the volume, {name} ({features} ch/block, {context}): crop "
                 f"{sec['crop']:.2f} s | geodesic maps x2 {sec['geodesic']:.2f} s | R-Net {sec['network']:.2f} s | "
                 f"CRF-Net(fu) window {window}, {iterations} it {sec['crf']:.2f} s | paste {sec['paste']:.2f} s | "
                 f"step total {sum(sec.values()):.2f} s"
@@ -132,12 +140,32 @@ def bench_geodesic(size: int, repeats: int) -> None:
         cells.append("FastGeodis not installed")
     elif not torch.cuda.is_available():
         cells.append("FastGeodis CUDA: no GPU here")
-    print(f"(b) geodesic map {size}^3, lambda 1, 2 iterations, median of {repeats}: " + " | ".join(cells))
+    print(
+        f"(b) geodesic map {size}^3, lambda 1, converged (tolerance 1e-3 of the map sum), median of {repeats}: "
+        + " | ".join(cells)
+    )
 
 
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def _reset_peak_memory(device: torch.device) -> float:
+    """Start a new peak (of the CUDA allocator, else of the resident size); returns the baseline to subtract."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return float(torch.cuda.memory_allocated())
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak resident size (VmHWM) to the current one
+    return float(_status_kib("VmRSS"))
+
+
+def _peak_gib(device: torch.device, base: float) -> float:
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated() - base) / 2**30
+    return (_status_kib("VmHWM") - base) / 2**20
 
 
 def _crf_child(
@@ -152,28 +180,21 @@ def _crf_child(
     crf(small, small[:, :1].detach())[:, 1].sum().backward()  # warm-up
     logits = torch.randn(1, 2, size, size, size, device=device, requires_grad=True)
     feats = torch.randn(1, 1, size, size, size, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak resident size (VmHWM) to the current one
-    rss0 = _status_kib("VmRSS")
+    base = _reset_peak_memory(device)
     t_fwd, q = _seconds(lambda: crf(logits, feats), device)
     t_bwd, _ = _seconds(lambda: q[:, 1].sum().backward(), device)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**30
-    else:
-        peak = (_status_kib("VmHWM") - rss0) / 2**20
+    peak = _peak_gib(device, base)
     return {"fwd": t_fwd, "bwd": t_bwd, "peak_gib": peak, "offsets": 2 * len(crf.half_offsets)}
 
 
-def _run_child(ctx: mp.context.BaseContext, args: tuple, env: dict[str, str]) -> dict[str, float]:
+def _run_child(
+    ctx: mp.context.BaseContext, fn: Callable[..., dict[str, float]], args: tuple, env: dict[str, str]
+) -> dict[str, float]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # read by the child's C library at start-up
     try:
         with ctx.Pool(1) as pool:
-            return pool.apply(_crf_child, args)
+            return pool.apply(fn, args)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -190,16 +211,51 @@ def bench_crf(size: int, windows: Sequence[int], iterations: int, device: torch.
     ctx = mp.get_context("spawn")
     for window, checkpoint in configs:
         args = (size, window, iterations, checkpoint, str(device), torch.get_num_threads())
-        r = _run_child(ctx, args, {})
+        r = _run_child(ctx, _crf_child, args, {})
         if device.type == "cuda":
             mem = f"peak GPU memory {r['peak_gib']:.2f} GiB"
         else:
-            tuned = _run_child(ctx, args, {"MALLOC_MMAP_THRESHOLD_": "65536"})["peak_gib"]
+            tuned = _run_child(ctx, _crf_child, args, {"MALLOC_MMAP_THRESHOLD_": "65536"})["peak_gib"]
             mem = f"peak RSS above inputs {r['peak_gib']:.2f} GiB (glibc default), {tuned:.2f} GiB (mmap threshold 64K)"
         print(
             f"(c) CRF-Net {size}^3 on {device}, window {window} ({r['offsets']} neighbours), {iterations} it, "
             f"checkpoint {checkpoint}: fwd {r['fwd']:.2f} s, bwd {r['bwd']:.2f} s, "
             f"fwd+bwd {r['fwd'] + r['bwd']:.2f} s, {mem}"
+        )
+
+
+def _pnet_child(size: int, context: str, features: int, device_name: str, threads: int) -> dict[str, float]:
+    """Runs in a fresh process so that peak memory belongs to this configuration alone."""
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    net = PNet(3, features=(features,) * 5, compress=features, head_channels=2 * features, context=context)
+    net = net.to(device).train()
+    small = torch.randn(1, 1, 16, 16, 16, device=device)
+    net(small).sum().backward()  # warm-up
+    net.zero_grad(set_to_none=True)
+    x = torch.randn(1, 1, size, size, size, device=device)
+    target = (x[:, 0] > 1).long()
+    base = _reset_peak_memory(device)
+    cpu0 = time.process_time()
+    t_fwd, logits = _seconds(lambda: net(x), device)
+    t_bwd, _ = _seconds(lambda: F.cross_entropy(logits, target).backward(), device)
+    cpu = time.process_time() - cpu0
+    peak = _peak_gib(device, base)
+    params = sum(p.numel() for p in net.parameters())
+    return {"fwd": t_fwd, "bwd": t_bwd, "cpu": cpu, "peak_gib": peak, "params": params}
+
+
+def bench_pnet(size: int, features: int, device: torch.device) -> None:
+    ctx = mp.get_context("spawn")
+    for context in ("3d", "2.5d"):
+        r = _run_child(ctx, _pnet_child, (size, context, features, str(device), torch.get_num_threads()), {})
+        mem = "peak GPU memory" if device.type == "cuda" else "peak RSS above the inputs"
+        print(
+            f"(d) P-Net 3D, context {context}, {features} ch/block: {int(r['params']):,} parameters; training-mode "
+            f"forward + backward of (1, 1, {size}, {size}, {size}) on {device}: fwd {r['fwd']:.2f} s, bwd "
+            f"{r['bwd']:.2f} s, fwd+bwd {r['fwd'] + r['bwd']:.2f} s (process CPU time {r['cpu']:.1f} s), {mem} "
+            f"{r['peak_gib']:.2f} GiB"
         )
 
 
@@ -213,9 +269,11 @@ def main(
     crf_iterations: int = 5,
     refine_window: int = 3,
     features: int = 16,
+    context: str = "3d",
+    pnet_size: int = 96,
     repeats: int = 3,
     device: str = "auto",
-    parts: str = "abc",
+    parts: str = "abcd",
     threads: int = 0,
 ) -> None:
     if threads:
@@ -230,11 +288,13 @@ def main(
         f"{'yes' if has_fastgeodis else 'no'} | synthetic data, untrained weights"
     )
     if "a" in parts:
-        bench_refinement(volume, tumours, margin, dev, features, refine_window, crf_iterations)
+        bench_refinement(volume, tumours, margin, dev, features, context, refine_window, crf_iterations)
     if "b" in parts:
         bench_geodesic(geodesic_size, repeats)
     if "c" in parts:
         bench_crf(crf_size, crf_windows, crf_iterations, dev)
+    if "d" in parts:
+        bench_pnet(pnet_size, features, dev)
 
 
 if __name__ == "__main__":

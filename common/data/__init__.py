@@ -12,6 +12,16 @@ from .acdc import (
     load_acdc_slices,
     read_info_cfg,
 )
+from .brats import (
+    BRATS_LABELS,
+    BRATS_MODALITIES,
+    BRATS_REGIONS,
+    SEGMENTATION_ALIASES,
+    BratsCase,
+    brats_datalist,
+    find_brats_cases,
+    write_brats_datalist,
+)
 from .lgg import (
     CHANNELS,
     DATA_CSV_COLUMNS,
@@ -38,6 +48,14 @@ __all__ = [
     "find_acdc_frames",
     "load_acdc_slices",
     "read_info_cfg",
+    "BRATS_LABELS",
+    "BRATS_MODALITIES",
+    "BRATS_REGIONS",
+    "SEGMENTATION_ALIASES",
+    "BratsCase",
+    "brats_datalist",
+    "find_brats_cases",
+    "write_brats_datalist",
     "CHANNELS",
     "DATA_CSV_COLUMNS",
     "MASK_VALUES",

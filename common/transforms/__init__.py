@@ -1,4 +1,4 @@
-"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, I/O."""
+"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, labels, I/O."""
 
 from __future__ import annotations
 
@@ -30,3 +30,4 @@ from .kspace import (
     undersample,
     undersample_lines,
 )
+from .labels import ConvertBratsLabels, ConvertBratsLabelsd

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from numbers import Integral
 from typing import NamedTuple
 
 import torch
@@ -23,9 +24,9 @@ class Refinement(NamedTuple):
     """Result of :func:`refine`.
 
     probabilities: ``(C, *S)`` float32 over the whole volume; outside :attr:`box` the one-hot of the input label.
-    box: slices of the region of interest in ``S`` (empty when there was nothing to refine).
-    seconds: wall time of each part (``"crop"``, ``"geodesic"``, ``"network"``, ``"crf"``, ``"paste"``), with
-        CUDA synchronised at each boundary.
+    box: slices of the region of interest in ``S`` (all ``slice(0, 0)`` when there was no click: nothing refined).
+    seconds: wall time of each part that ran (``"crop"``, ``"geodesic"``, ``"network"``, ``"crf"``, ``"paste"``;
+        only ``"crop"`` without clicks), with CUDA synchronised at each boundary.
     """
 
     probabilities: torch.Tensor
@@ -69,38 +70,48 @@ def refine(
     label: torch.Tensor,
     seeds: torch.Tensor,
     network: nn.Module,
+    num_classes: int,
     crf: CRFNet | None = None,
     margin: int | Sequence[int] = 16,
     spacing: Sequence[float] | None = None,
-    geodesic_backend: str = "auto",
+    geodesic_backend: str = "fastgeodis",
 ) -> Refinement:
     """Refine ``label`` with the user's clicks, as DeepIGeoS' second stage, on the region of interest only.
 
     The region is :func:`refinement_box` of the label and the clicks. Inside it: the geodesic distance maps of the
-    background and foreground clicks (:func:`common.transforms.geodesic_map`, normalised; paths stay inside the
-    region), the R-Net input ``[image, label, background map, foreground map]``, ``network``'s logits, and
-    ``crf`` (when given) turning them into probabilities with the clicks clamped to their label (CRF-Net(fu));
-    without ``crf`` the softmax of the logits. Outside the region the result is the one-hot of ``label``: every
-    foreground voxel and every click lies inside, so only background is left there. One box covers everything,
-    so the time grows with the box (a false positive far from the tumour widens it), not with the volume.
-    Runs under ``torch.inference_mode`` on the device of ``image``; pass the trained R-Net through
-    :func:`common.networks.utils.optimize_for_inference` for speed.
+    background and foreground clicks (:func:`common.transforms.geodesic_map`; paths stay inside the region), the
+    R-Net input ``[image, label, background map, foreground map]``, ``network``'s logits, and ``crf`` (when given)
+    turning them into probabilities with the clicks clamped to their label (CRF-Net(fu)); without ``crf`` the
+    softmax of the logits. Outside the region the result is the one-hot of ``label``: every foreground voxel and
+    every click lies inside, so only background is left there. One box covers everything, so the time grows with
+    the box (a false positive far from the tumour widens it), not with the volume. Without any click the result
+    is the one-hot of ``label`` and nothing is run. Runs under ``torch.inference_mode`` on the device of
+    ``image``; pass the trained R-Net in eval mode, through :func:`common.networks.utils.optimize_for_inference`
+    for speed.
 
     Args:
         image: ``(1, *S)`` normalised image (DeepIGeoS: zero mean, unit variance over the brain), ``S`` 2D or 3D.
-        label: ``(*S)`` or ``(1, *S)`` current segmentation, class indices (P-Net's result or the last step's).
-        seeds: ``(2, *S)`` background (channel 0) and foreground (channel 1) click maps, as
+        label: ``(*S)`` or ``(1, *S)`` current segmentation, integer (or bool) class indices in
+            ``[0, num_classes)`` (P-Net's result or the last step's argmax, not probabilities).
+        seeds: ``(2, *S)`` 0/1 background (channel 0) and foreground (channel 1) click maps, no voxel in both, as
             :func:`common.transforms.clicks_to_seeds` makes them.
-        network: R-Net: ``(1, 4, *R) -> (1, C, *R)`` logits.
-        crf: CRF-Net(fu) on the logits with the image as features, or ``None``.
+        network: R-Net: ``(1, 4, *R) -> (1, num_classes, *R)`` logits.
+        num_classes: ``C``, classes including background (``network``'s output channels), at least 2.
+        crf: CRF-Net(fu) on the logits with the image as features, or ``None``. The clicks are clamped as the
+            one-hot of background / foreground, so ``crf`` needs ``num_classes == 2`` (and a CRF of 2 classes).
         margin: voxels of context around the box of label and clicks, per axis or one for all.
         spacing: voxel size per spatial axis for the geodesic maps (``None``: 1).
-        geodesic_backend: ``"auto"``, ``"geodistk"`` or ``"fastgeodis"``.
+        geodesic_backend: the ``backend`` of :func:`common.transforms.geodesic_map`.
 
-    Returns: :class:`Refinement` with ``(C, *S)`` probabilities on the device of ``image``.
+    Returns: :class:`Refinement` with ``(num_classes, *S)`` float32 probabilities on the device of ``image``.
+
+    Raises: ``ValueError`` naming the argument for shapes, a floating-point ``label`` or one outside
+    ``[0, num_classes)``, seeds other than 0/1 or marking a voxel both background and foreground, a ``crf`` with
+    ``num_classes != 2`` or of another class count, and a ``network`` whose output is not ``num_classes`` channels.
     """
     image = convert_to_tensor(image, dtype=torch.float32, track_meta=False)
     device = image.device
+    t0 = _clock(device)  # the checks below count as "crop"
     seeds = convert_to_tensor(seeds, track_meta=False).to(device)
     label = convert_to_tensor(label, track_meta=False).to(device)
     spatial = tuple(image.shape[1:])
@@ -109,19 +120,17 @@ def refine(
             f"image, seeds: expected (1, *S) and (2, *S) with 2 or 3 spatial dims, found {tuple(image.shape)} and "
             f"{tuple(seeds.shape)}"
         )
+    _check_classes(label, num_classes, crf)
+    _check_seeds(seeds)
     seconds: dict[str, float] = {}
-    t0 = _clock(device)
     box = refinement_box(label, seeds, margin)
     label = label.reshape(spatial).long()
+    if not seeds.any():  # no click: nothing to refine, the label stands
+        out = one_hot(label[None], num_classes, dtype=torch.float32, dim=0)
+        return Refinement(out, tuple(slice(0, 0) for _ in spatial), {"crop": _clock(device) - t0})
     with torch.inference_mode():
-        num_classes = _num_classes(network, image)
-        if int(label.max()) >= num_classes or int(label.min()) < 0:  # before any costly work
-            raise ValueError(f"label: expected class indices in [0, {num_classes}), found {label.unique().tolist()}")
-        if any(s.stop <= s.start for s in box):
-            out = one_hot(label[None], num_classes, dtype=torch.float32, dim=0)
-            return Refinement(out, box, {"crop": _clock(device) - t0})
         region = (slice(None), *box)
-        img, sd = image[region], seeds[region]
+        img, sd = image[region], seeds[region].to(torch.float32)
         lab = label[box].to(torch.float32)[None]
         t1 = _clock(device)
         seconds["crop"] = t1 - t0
@@ -129,6 +138,11 @@ def refine(
         t2 = _clock(device)
         seconds["geodesic"] = t2 - t1
         logits = network(torch.cat([img, lab, maps])[None])
+        if logits.shape[1] != num_classes:
+            raise ValueError(
+                f"network: expected {num_classes} output channels (num_classes), found {logits.shape[1]} "
+                f"(logits {tuple(logits.shape)})"
+            )
         t3 = _clock(device)
         seconds["network"] = t3 - t2
         probs = torch.softmax(logits, 1) if crf is None else crf(logits, img[None], sd[None].to(logits.dtype))
@@ -140,7 +154,44 @@ def refine(
     return Refinement(out, box, seconds)
 
 
-def _num_classes(network: nn.Module, image: torch.Tensor) -> int:
-    """Output classes of ``network``, from a forward pass on one voxel (padded convolutions keep the size)."""
-    probe = torch.zeros((1, 4, *([1] * (image.ndim - 1))), device=image.device)
-    return int(network(probe).shape[1])
+def _values(t: torch.Tensor, most: int = 6) -> str:
+    """The distinct values of ``t`` for an error message: all of them, or the first ``most`` and their count."""
+    values = t.unique()
+    shown = ", ".join(f"{v:g}" for v in values[:most].tolist())
+    return f"[{shown}]" if len(values) <= most else f"[{shown}, ...] ({len(values)} distinct)"
+
+
+def _check_classes(label: torch.Tensor, num_classes: int, crf: CRFNet | None) -> None:
+    """``label`` integer indices in ``[0, num_classes)``; ``crf`` (clamping background / foreground) binary."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 2:
+        raise ValueError(f"num_classes: expected an integer >= 2 (background included), found {num_classes!r}")
+    if label.dtype.is_floating_point:
+        raise ValueError(
+            f"label: expected integer class indices (e.g. the argmax of probabilities), found dtype {label.dtype} "
+            f"with values {_values(label)}; a label read from disk as float with whole values: pass label.long()"
+        )
+    if label.numel() and (int(label.min()) < 0 or int(label.max()) >= num_classes):
+        raise ValueError(f"label: expected class indices in [0, {num_classes}), found {_values(label)}")
+    if crf is None:
+        return
+    if num_classes != 2:
+        raise ValueError(
+            f"crf: expected num_classes == 2 (the clicks are clamped as background / foreground), found "
+            f"num_classes={num_classes}; refine without a CRF for more classes"
+        )
+    crf_classes = crf.compatibility.shape[0]
+    if crf_classes != num_classes:
+        raise ValueError(f"crf: expected a CRF of num_classes={num_classes} classes, found {crf_classes}")
+
+
+def _check_seeds(seeds: torch.Tensor) -> None:
+    """0/1 background / foreground maps with no voxel in both."""
+    if ((seeds != 0) & (seeds != 1)).any():
+        raise ValueError(f"seeds: expected 0/1 click maps, found values {_values(seeds)} (dtype {seeds.dtype})")
+    both = (seeds[0] != 0) & (seeds[1] != 0)
+    if both.any():
+        where = tuple(both.nonzero()[0].tolist())
+        raise ValueError(
+            f"seeds: expected no voxel clicked as both background (channel 0) and foreground (channel 1), found "
+            f"{int(both.sum())}, e.g. at {where}"
+        )

@@ -11,14 +11,28 @@ from torch import nn
 
 __all__ = ["PNet", "rnet"]
 
+_CONTEXTS = ("3d", "block", "2.5d")
+
 
 class PNet(nn.Module):
     """Resolution-preserving net: five blocks of dilated convolutions, every block's output compressed by a 1x1
     convolution and concatenated, then dropout and a two-layer 1x1 head.
 
-    2D: all convolutions 3x3 with block dilations ``dilations``. 3D (``(H, W, D)``, ``D`` the slice axis): the
-    first convolution is 3x3x3, all others 3x3x1 with in-plane dilation ``(d, d, 1)``, so the receptive field
-    spans 3 slices. Every convolution: conv, then ``norm``, then ReLU; padding keeps the size.
+    2D: all convolutions 3x3, dilation ``d`` of their block. 3D (``(H, W, D)``, ``D`` the slice axis), by
+    ``context``:
+
+    - ``"3d"`` (default): all convolutions 3x3x3 with dilation ``(d, d, d)``, so every block adds context along
+      ``D`` as in-plane (for isotropic volumes such as BraTS); receptive field ``1 + 2 * sum(d * convs)`` voxels
+      on every axis (181 with the defaults).
+    - ``"2.5d"``: the first convolution 3x3x3 with dilation ``dilations[0]``, all others 3x3x1 with in-plane
+      dilation ``(d, d, 1)``: the receptive field spans ``1 + 2 * dilations[0]`` slices (3 with the defaults),
+      for a third of the multiply-adds and weights of the 3x3 convolutions after the first.
+    - ``"block"``: the first convolution of every block 3x3x3 with dilation ``(d, d, d)``, the others 3x3x1 with
+      ``(d, d, 1)``: receptive field ``1 + 2 * sum(d)`` slices (63 with the defaults). This is how the public
+      re-implementation (HITLAB-DeepIGeoS) builds the paper's 3D P-Net; the paper's layer table was not available to
+      check which of ``"3d"`` and ``"block"`` it is.
+
+    Every convolution: conv, then ``norm``, then ReLU; padding keeps the size.
 
     Args:
         spatial_dims: 2 or 3.
@@ -31,10 +45,11 @@ class PNet(nn.Module):
         head_channels: channels of the hidden 1x1 layer of the head.
         dropout: dropout probability on the concatenated features.
         norm: MONAI norm name (``"batch"``, ``"instance"``) or ``None``.
+        context: ``"3d"``, ``"block"`` or ``"2.5d"`` (see above); a 3D option: with ``spatial_dims=2`` only
+            ``"3d"`` (the default, meaning 3x3 kernels throughout) is accepted.
 
     Forward: ``x`` ``(B, in_channels, *S)`` -> raw logits ``(B, out_channels, *S)`` (same ``S``, any size),
-    float32 on ``x.device``. Differentiable. Receptive field: ``1 + 2 * sum(dilation * convs)`` in-plane
-    (181 with the defaults).
+    float32 on ``x.device``. Differentiable.
     """
 
     def __init__(
@@ -49,10 +64,15 @@ class PNet(nn.Module):
         head_channels: int = 64,
         dropout: float = 0.5,
         norm: str | None = "batch",
+        context: str = "3d",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims: expected 2 or 3, found {spatial_dims}")
+        if context not in _CONTEXTS:
+            raise ValueError(f"context: expected one of {_CONTEXTS}, found {context!r}")
+        if spatial_dims == 2 and context != "3d":
+            raise ValueError(f"context: expected '3d' (the default) for spatial_dims=2, found {context!r}")
         if not len(features) == len(dilations) == len(convs_per_block) or len(features) == 0:
             raise ValueError(
                 f"features, dilations, convs_per_block: expected equal non-zero lengths, found "
@@ -71,16 +91,14 @@ class PNet(nn.Module):
         for b, (feat, dil, n_conv) in enumerate(zip(features, dilations, convs_per_block)):
             layers = []
             for c in range(n_conv):
-                full = spatial_dims == 2 or (b == 0 and c == 0)  # the only 3x3x3 conv of the 3D variant
-                kernel = 3 if full else (3, 3, 1)
-                dilation = dil if spatial_dims == 2 else ((dil, dil, 1) if not full else 1)
+                in_plane_only = (context == "2.5d" and (b, c) != (0, 0)) or (context == "block" and c > 0)
                 layers.append(
                     Convolution(
                         spatial_dims,
                         channels,
                         feat,
-                        kernel_size=kernel,
-                        dilation=dilation,
+                        kernel_size=(3, 3, 1) if in_plane_only else 3,
+                        dilation=(dil, dil, 1) if in_plane_only else dil,
                         act="relu",
                         norm=norm,
                         adn_ordering="NA",

@@ -1,6 +1,8 @@
-"""Simulated user clicks (DeepIGeoS rule)."""
+"""Simulated user clicks (DeepIGeoS rule, on the slices a user looks at)."""
 
 from __future__ import annotations
 
 from .array import SimulateClicks, clicks_per_region, clicks_to_seeds, simulate_clicks
 from .dictionary import SimulateClicksd
+
+__all__ = ["SimulateClicks", "SimulateClicksd", "clicks_per_region", "clicks_to_seeds", "simulate_clicks"]

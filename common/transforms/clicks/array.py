@@ -1,4 +1,5 @@
-"""Simulated user clicks on segmentation errors (DeepIGeoS rule), as seed maps and click coordinates."""
+"""Simulated user clicks on segmentation errors (DeepIGeoS rule, on the slices a user looks at), as seed maps and
+click coordinates."""
 
 from __future__ import annotations
 
@@ -20,23 +21,41 @@ def clicks_per_region(size: int, min_size: int = 30, voxels_per_click: int = 100
     return 0 if size < min_size else math.ceil(size / voxels_per_click)
 
 
-def _region_clicks(
-    error: np.ndarray, rng: np.random.RandomState, structure: np.ndarray, min_size: int, voxels_per_click: int
-) -> np.ndarray:
-    """Clicks ``(n, ndim)`` int64 drawn without replacement inside each connected region of ``error``."""
+def _regions(error: np.ndarray, structure: np.ndarray) -> list[np.ndarray]:
+    """Coordinates ``(Nm, ndim)`` of each connected region of ``error``, regions in raster order of their first
+    voxel, voxels in raster order within a region."""
     labels, n_regions = ndimage.label(error, structure=structure)
     flat = labels.ravel()
-    order = np.argsort(flat, kind="stable")  # voxel indices grouped by region, raster order within a region
+    order = np.argsort(flat, kind="stable")  # voxel indices grouped by region
     ends = np.cumsum(np.bincount(flat, minlength=n_regions + 1))
-    picked = []
-    for r in range(1, n_regions + 1):
-        members = order[ends[r - 1] : ends[r]]
-        n = clicks_per_region(members.size, min_size, voxels_per_click)
-        if n:
-            picked.append(members[rng.choice(members.size, n, replace=False)])
-    if not picked:
-        return np.zeros((0, error.ndim), dtype=np.int64)
-    return np.stack(np.unravel_index(np.concatenate(picked), error.shape), axis=1).astype(np.int64)
+    return [
+        np.stack(np.unravel_index(order[ends[r - 1] : ends[r]], error.shape), axis=1) for r in range(1, n_regions + 1)
+    ]
+
+
+def _within_budget(wanted: list[int], sizes: list[int], max_clicks: int | None) -> list[int]:
+    """Clicks per region: ``wanted`` if the total fits ``max_clicks``, else one click at a time to the regions in
+    decreasing size (round robin, each up to what it wants) until ``max_clicks`` are given."""
+    if max_clicks is None or sum(wanted) <= max_clicks:
+        return wanted
+    given = [0] * len(wanted)
+    order = sorted(range(len(wanted)), key=lambda r: -sizes[r])  # stable: equal sizes keep their order
+    left = max_clicks
+    while left:
+        for r in order:
+            if left and given[r] < wanted[r]:
+                given[r] += 1
+                left -= 1
+    return given
+
+
+def _distinct(points: list[np.ndarray], ndim: int) -> np.ndarray:
+    """Concatenated clicks ``(n, ndim)`` int64 without repeats (two slices share a line), first occurrence kept."""
+    if not points:
+        return np.zeros((0, ndim), dtype=np.int64)
+    stacked = np.concatenate(points).astype(np.int64)
+    first = np.unique(stacked, axis=0, return_index=True)[1]
+    return stacked[np.sort(first)]
 
 
 def simulate_clicks(
@@ -46,30 +65,57 @@ def simulate_clicks(
     min_size: int = 30,
     voxels_per_click: int = 100,
     connectivity: int | None = None,
+    max_clicks: int | None = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clicks a user would give on the errors of ``pred``: foreground clicks in under-segmented regions
-    (``label`` and not ``pred``), background clicks in over-segmented ones (``pred`` and not ``label``).
+    """One round of the clicks a user would give on the errors of ``pred``: foreground clicks in under-segmented
+    pixels (``label`` and not ``pred``), background clicks in over-segmented ones (``pred`` and not ``label``).
+
+    The user looks at 2D slices. A 2D image is one slice. In a 3D volume the user looks at three slices, one
+    perpendicular to each axis (axial, coronal, sagittal): along each axis the slice with the most mis-segmented
+    voxels (under- and over-segmented together; the first such slice on ties). In each connected under- or
+    over-segmented region of those slices (``Nm`` pixels, 2D connectivity) the DeepIGeoS rule asks for
+    ``clicks_per_region(Nm)`` clicks, drawn at random without replacement. If the round asks for more than
+    ``max_clicks``, the clicks go one at a time to the regions in decreasing size (round robin) until the budget
+    is spent: the largest errors first, each region at most what the rule asks for it.
 
     Args:
-        pred: ``(*S)`` binary prediction (non-zero = foreground).
+        pred: ``(*S)`` binary prediction (non-zero = foreground), ``S`` of 2 or 3 axes.
         label: ``(*S)`` ground truth (non-zero = foreground).
         rng: random state the clicks are drawn from (e.g. a transform's ``self.R``).
         min_size: regions smaller than this get no click (DeepIGeoS: 30).
-        voxels_per_click: a region of ``Nm`` voxels gets ``ceil(Nm / voxels_per_click)`` clicks (DeepIGeoS: 100).
-        connectivity: neighbourhood of the connected regions as in :func:`scipy.ndimage.generate_binary_structure`
-            (1 = faces only ... ``ndim`` = all neighbours, the default).
+        voxels_per_click: a region of ``Nm`` pixels asks for ``ceil(Nm / voxels_per_click)`` clicks (DeepIGeoS: 100).
+        connectivity: neighbourhood of the connected regions within a slice: 1 = edges only (4-connected),
+            2 or ``None`` = edges and corners (8-connected).
+        max_clicks: budget of one round (foreground and background together); ``None``: no budget. The default 10
+            keeps a round to what a user clicks on three slices.
 
-    Returns: foreground and background clicks, each ``(n, ndim)`` int64 voxel indices, distinct voxels inside
-    their region, regions in raster order of their first voxel. Equal ``rng`` states give equal clicks.
+    Returns: foreground and background clicks, each ``(n, len(S))`` int64 voxel indices, distinct, at most
+    ``max_clicks`` together. Equal ``rng`` states give equal clicks. ``len(fg) + len(bg)`` is the round's click count.
     """
     pred = np.asarray(pred) != 0
     label = np.asarray(label) != 0
-    if pred.shape != label.shape:
-        raise ValueError(f"pred, label: expected equal shapes, found {pred.shape} and {label.shape}")
-    structure = ndimage.generate_binary_structure(pred.ndim, pred.ndim if connectivity is None else connectivity)
-    fg = _region_clicks(label & ~pred, rng, structure, min_size, voxels_per_click)
-    bg = _region_clicks(pred & ~label, rng, structure, min_size, voxels_per_click)
-    return fg, bg
+    if pred.shape != label.shape or pred.ndim not in (2, 3):
+        raise ValueError(f"pred, label: expected equal shapes with 2 or 3 axes, found {pred.shape} and {label.shape}")
+    under, over = label & ~pred, pred & ~label
+    if pred.ndim == 2:
+        views: list[tuple[int, int] | None] = [None]
+    else:
+        errors = under | over
+        views = [(a, int(errors.sum(axis=tuple(b for b in range(3) if b != a)).argmax())) for a in range(3)]
+    structure = ndimage.generate_binary_structure(2, 2 if connectivity is None else connectivity)
+    regions = []  # (is foreground click, coordinates (Nm, ndim))
+    for view in views:
+        for foreground, error in ((True, under), (False, over)):
+            plane = error if view is None else np.take(error, view[1], axis=view[0])
+            for coords in _regions(plane, structure):
+                regions.append((foreground, coords if view is None else np.insert(coords, view[0], view[1], axis=1)))
+    sizes = [len(coords) for _, coords in regions]
+    counts = _within_budget([clicks_per_region(s, min_size, voxels_per_click) for s in sizes], sizes, max_clicks)
+    fg, bg = [], []
+    for (foreground, coords), n in zip(regions, counts):
+        if n:
+            (fg if foreground else bg).append(coords[rng.choice(len(coords), n, replace=False)])
+    return _distinct(fg, pred.ndim), _distinct(bg, pred.ndim)
 
 
 def clicks_to_seeds(foreground: np.ndarray, background: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
@@ -84,36 +130,48 @@ def clicks_to_seeds(foreground: np.ndarray, background: np.ndarray, spatial_shap
 
 
 class SimulateClicks(Randomizable, Transform):
-    """Simulate the clicks of :func:`simulate_clicks` on a prediction and return them as seed maps and coordinates.
+    """Simulate one round of :func:`simulate_clicks` on a prediction; return seed maps and coordinates.
 
     Args:
-        min_size: regions smaller than this get no click.    voxels_per_click: voxels per click in a region.
-        connectivity: 1 .. ndim (default ndim: all neighbours).
+        min_size: regions smaller than this get no click.    voxels_per_click: pixels per click in a region.
+        connectivity: 1 (4-connected) or 2 (8-connected, the default) within a slice.
+        max_clicks: clicks per round at most (foreground and background together); ``None``: no budget.
 
     Shapes: ``pred`` and ``label`` ``(1, *S)`` (channel-first binary maps, ``S`` of 2 or 3 axes) ->
     ``(seeds, foreground, background)``: seeds ``(2, *S)`` float32 (background, foreground; type and device of
-    ``pred``), clicks ``(n, len(S))`` int64 NumPy arrays. Not differentiable. Draws come from ``self.R`` in
-    :meth:`randomize` (seed with ``set_random_state``).
+    ``pred``), clicks ``(n, len(S))`` int64 NumPy arrays (the round's click count is ``len(fg) + len(bg)``). Not
+    differentiable. Draws come from ``self.R`` in :meth:`randomize` (seed with ``set_random_state``).
     """
 
     backend = [TransformBackends.NUMPY, TransformBackends.TORCH]
 
-    def __init__(self, min_size: int = 30, voxels_per_click: int = 100, connectivity: int | None = None) -> None:
+    def __init__(
+        self,
+        min_size: int = 30,
+        voxels_per_click: int = 100,
+        connectivity: int | None = None,
+        max_clicks: int | None = 10,
+    ) -> None:
         if min_size < 1 or voxels_per_click < 1:
             raise ValueError(
                 f"min_size, voxels_per_click: expected positive voxel counts, found {min_size}, {voxels_per_click}"
             )
-        if connectivity is not None and connectivity not in (1, 2, 3):
-            raise ValueError(f"connectivity: expected None, 1, 2 or 3, found {connectivity}")
+        if connectivity is not None and connectivity not in (1, 2):
+            raise ValueError(f"connectivity: expected None, 1 or 2 (within a slice), found {connectivity}")
+        if max_clicks is not None and max_clicks < 1:
+            raise ValueError(f"max_clicks: expected None or at least 1 click per round, found {max_clicks}")
         self.min_size = min_size
         self.voxels_per_click = voxels_per_click
         self.connectivity = connectivity
+        self.max_clicks = max_clicks
         self._clicks: tuple[np.ndarray, np.ndarray] | None = None
 
     def randomize(self, data: tuple[np.ndarray, np.ndarray]) -> None:
         """Draw the clicks for ``data = (pred, label)`` (spatial ``(*S)`` arrays) from ``self.R``."""
         pred, label = data
-        self._clicks = simulate_clicks(pred, label, self.R, self.min_size, self.voxels_per_click, self.connectivity)
+        self._clicks = simulate_clicks(
+            pred, label, self.R, self.min_size, self.voxels_per_click, self.connectivity, self.max_clicks
+        )
 
     def __call__(
         self, pred: NdarrayOrTensor, label: NdarrayOrTensor, randomize: bool = True

@@ -29,15 +29,16 @@ class GeodesicMapsd(MapTransform):
         postfix: str = "geodesic",
         spacing: Sequence[float] | None = None,
         lamb: float = 1.0,
-        iterations: int = 2,
-        backend: str = "auto",
-        normalize: bool = True,
+        tolerance: float = 1e-3,
+        max_iterations: int = 100,
+        backend: str = "fastgeodis",
+        scale: float | None = 1.0,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.seeds_key = seeds_key
         self.postfix = postfix
-        self.op = GeodesicMaps(spacing, lamb, iterations, backend, normalize)
+        self.op = GeodesicMaps(spacing, lamb, tolerance, max_iterations, backend, scale)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -1,4 +1,5 @@
-"""P-Net / R-Net: shapes, receptive field, the 3D in-plane design, TorchScript, and joint training with CRF-Net."""
+"""P-Net / R-Net: shapes, receptive field in-plane and across slices (3d and 2.5d), kernels, TorchScript, and joint
+training with CRF-Net."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from common.networks.nets import PNet, rnet
 SMALL = {"features": (4, 4, 4, 4, 4), "compress": 2, "head_channels": 4}
 
 
-@pytest.mark.parametrize("spatial_dims, size", [(2, (33, 34)), (3, (17, 18, 5))])
-def test_output_keeps_the_input_size(spatial_dims: int, size: tuple[int, ...]) -> None:
-    net = PNet(spatial_dims, in_channels=1, out_channels=3, **SMALL).eval()
+@pytest.mark.parametrize(
+    "spatial_dims, size, context", [(2, (33, 34), "3d"), (3, (17, 18, 5), "3d"), (3, (17, 18, 5), "2.5d")]
+)
+def test_output_keeps_the_input_size(spatial_dims: int, size: tuple[int, ...], context: str) -> None:
+    net = PNet(spatial_dims, in_channels=1, out_channels=3, **SMALL, context=context).eval()
     assert net(torch.randn(2, 1, *size)).shape == (2, 3, *size)
-    r = rnet(spatial_dims, **SMALL).eval()
+    r = rnet(spatial_dims, **SMALL, context=context).eval()
     assert r(torch.randn(1, 4, *size)).shape == (1, 2, *size)
     with pytest.raises(RuntimeError):
         r(torch.randn(1, 1, *size))  # R-Net takes image, P-Net label and two geodesic maps
@@ -45,15 +48,39 @@ def test_2d_receptive_field_is_181_pixels() -> None:
     assert reach.min() == 0 and reach.max() == 5 + 90  # 2 * (1*2 + 2*2 + 4*3 + 8*3 + 16*3) + 1 = 181
 
 
-def test_3d_variant_convolves_across_slices_only_once() -> None:
-    net = positive(PNet(3, **SMALL, norm=None))
-    kernels = [m.kernel_size for m in net.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size != (1, 1, 1)]
-    assert kernels[0] == (3, 3, 3) and set(kernels[1:]) == {(3, 3, 1)} and len(kernels) == 13
-    dilations = [m.dilation for m in net.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 1)]
-    assert dilations[-1] == (16, 16, 1)
-    changed = influence(net, (9, 9, 7), (4, 4, 3))
-    slices = changed.any(0).any(0).nonzero().flatten().tolist()
-    assert slices == [2, 3, 4]  # only the first 3x3x3 convolution reaches the neighbouring slices
+def slices_reached(net: PNet, shape: tuple[int, int, int]) -> list[int]:
+    """Slices (last axis) of the input that the centre output voxel depends on: where its gradient is non-zero."""
+    x = torch.zeros(1, 1, *shape, dtype=torch.float64, requires_grad=True)
+    net(x)[(0, 1, *(s // 2 for s in shape))].backward()
+    return x.grad[0, 0].abs().sum((0, 1)).nonzero().flatten().tolist()
+
+
+@pytest.mark.parametrize("context, reach", [("3d", 90), ("block", 31), ("2.5d", 1)])
+def test_3d_receptive_field_along_the_slice_axis(context: str, reach: int) -> None:
+    net = positive(PNet(3, **SMALL, norm=None, context=context))
+    depth = 2 * reach + 11  # slices beyond the reach on both sides
+    centre = depth // 2
+    # 3d: 2 * (1*2 + 2*2 + 4*3 + 8*3 + 16*3) + 1 = 181 slices, as in-plane; block: 2 * (1 + 2 + 4 + 8 + 16) + 1 = 63;
+    # 2.5d: the first 3x3x3 convolution only
+    assert slices_reached(net, (5, 5, depth)) == list(range(centre - reach, centre + reach + 1))
+
+
+@pytest.mark.parametrize("context", ["3d", "block", "2.5d"])
+def test_3d_kernels_and_dilations(context: str) -> None:
+    net = PNet(3, **SMALL, context=context)
+    convs = [m for m in net.blocks.modules() if isinstance(m, torch.nn.Conv3d)]
+    block_dilations = [d for d, n in zip((1, 2, 4, 8, 16), (2, 2, 3, 3, 3)) for _ in range(n)]
+    if context == "3d":
+        expected = [((3, 3, 3), (d, d, d)) for d in block_dilations]
+    elif context == "block":
+        firsts = [sum((2, 2, 3, 3, 3)[:b]) for b in range(5)]
+        expected = [
+            ((3, 3, 3), (d, d, d)) if i in firsts else ((3, 3, 1), (d, d, 1)) for i, d in enumerate(block_dilations)
+        ]
+    else:
+        expected = [((3, 3, 3), (1, 1, 1))] + [((3, 3, 1), (d, d, 1)) for d in block_dilations[1:]]
+    assert [(m.kernel_size, m.dilation) for m in convs] == expected
+    assert all(m.padding == tuple(d * (k // 2) for k, d in zip(m.kernel_size, m.dilation)) for m in convs)
 
 
 def test_torchscript_matches_eager() -> None:
@@ -72,6 +99,8 @@ def test_torchscript_matches_eager() -> None:
         ({"dilations": (1, 2)}, "expected equal non-zero lengths"),
         ({"compress": 0}, "expected positive values"),
         ({"dropout": 1.0}, "dropout: expected"),
+        ({"spatial_dims": 3, "context": "3D"}, r"context: expected one of \('3d', 'block', '2.5d'\), found '3D'"),
+        ({"spatial_dims": 2, "context": "2.5d"}, "context: expected '3d' .* for spatial_dims=2, found '2.5d'"),
     ],
 )
 def test_bad_arguments_fail_in_init(kwargs: dict, match: str) -> None:

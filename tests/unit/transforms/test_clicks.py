@@ -1,4 +1,5 @@
-"""Simulated clicks: the per-region count rule, clicks inside their region, seed maps, determinism, errors."""
+"""Simulated clicks: the per-region count rule, a 3D round on the three slices a user looks at, the per-round budget,
+clicks inside errors of their kind, seed maps, the count per round, determinism, errors."""
 
 from __future__ import annotations
 
@@ -34,28 +35,76 @@ def constructed_2d() -> tuple[np.ndarray, np.ndarray]:
     return label, pred
 
 
-def test_counts_follow_the_rule_and_clicks_fall_inside_their_region() -> None:
+def clicks_in_each_region(error: np.ndarray, clicks: np.ndarray) -> tuple[list[int], list[int]]:
+    """Region sizes (8-connected, raster order) and the clicks that fell in each."""
+    regions, _ = ndimage.label(error, structure=np.ones((3, 3)))
+    sizes = np.bincount(regions.ravel())[1:].tolist()
+    return sizes, np.bincount(regions[tuple(clicks.T)], minlength=len(sizes) + 1)[1:].tolist()
+
+
+def test_2d_counts_follow_the_rule_and_clicks_fall_inside_their_region() -> None:
     label, pred = constructed_2d()
     fg, bg = simulate_clicks(pred, label, np.random.RandomState(0))
     assert fg.shape == (0 + 1 + 3 + 2, 2) and bg.shape == (0, 2)  # 29 -> 0, 30 -> 1, 250 -> 3, 101 -> 2
     under = label.astype(bool) & ~pred.astype(bool)
-    regions, _ = ndimage.label(under, structure=np.ones((3, 3)))
     assert under[tuple(fg.T)].all()
-    per_region = np.bincount(regions[tuple(fg.T)], minlength=regions.max() + 1)[1:]
-    sizes = np.bincount(regions.ravel())[1:]
-    assert per_region.tolist() == [clicks_per_region(int(s)) for s in sizes]
+    sizes, per_region = clicks_in_each_region(under, fg)
+    assert per_region == [clicks_per_region(s) for s in sizes]
     assert len({tuple(p) for p in fg}) == len(fg)  # distinct voxels
 
 
-def test_background_clicks_come_from_over_segmentation_3d() -> None:
-    label = np.zeros((12, 12, 12), dtype=np.uint8)
+@pytest.mark.parametrize(
+    "budget, expected", [(4, [0, 1, 2, 1]), (3, [0, 1, 1, 1]), (2, [0, 0, 1, 1]), (1, [0, 0, 1, 0])]
+)
+def test_budget_goes_to_the_largest_regions_first(budget: int, expected: list[int]) -> None:
+    label, pred = constructed_2d()  # the rule asks for 0, 1, 3, 2 clicks in regions of 29, 30, 250, 101 voxels
+    fg, bg = simulate_clicks(pred, label, np.random.RandomState(0), max_clicks=budget)
+    assert len(fg) + len(bg) == budget
+    assert clicks_in_each_region(label.astype(bool) & ~pred.astype(bool), fg)[1] == expected
+
+
+def test_3d_round_uses_the_slice_with_the_most_errors_along_each_axis() -> None:
+    label = np.zeros((20, 22, 24), dtype=np.uint8)
     pred = np.zeros_like(label)
-    pred[1:6, 1:6, 1:9] = 1  # 200 voxels over-segmented -> 2 background clicks
-    label[7:11, 7:11, 7:9] = 1  # 32 voxels missed -> 1 foreground click
-    fg, bg = simulate_clicks(pred, label, np.random.RandomState(3))
-    assert fg.shape == (1, 3) and bg.shape == (2, 3)
+    label[2:12, 3:9, 4:10] = 1  # missed: 36 voxels in each axis-0 slice, 60 per axis-1 and per axis-2 slice
+    pred[14:18, 12:20, 15:22] = 1  # false: 56 per axis-0 slice, 28 per axis-1 slice, 32 per axis-2 slice
+    fg, bg = simulate_clicks(pred, label, np.random.RandomState(0), max_clicks=None)
+    # slices x = 14 (an over-segmented region of 8 x 7), y = 3 and z = 4 (under-segmented regions of 10 x 6)
+    assert bg.shape == (1, 3) and bg[0, 0] == 14 and pred[tuple(bg.T)].all() and not label[tuple(bg.T)].any()
+    assert fg.shape == (2, 3) and fg[0, 1] == 3 and fg[1, 2] == 4
     assert label[tuple(fg.T)].all() and not pred[tuple(fg.T)].any()
-    assert pred[tuple(bg.T)].all() and not label[tuple(bg.T)].any()
+
+
+def tumour_case(diameter: int, shape: tuple[int, int, int] = (128, 128, 96)) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth: an ellipsoid ``diameter`` voxels across (first axis); prediction: misses the cap beyond half its
+    radius and leaks into a ball beside it (a P-Net-like result)."""
+    grid = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
+    radii = (diameter / 2, 0.85 * diameter / 2, 0.7 * diameter / 2)
+    truth = sum(g**2 / r**2 for g, r in zip(grid, radii)) < 1
+    pred = truth & (grid[0] < 0.5 * radii[0])
+    leak = (0.0, radii[1] + 0.25 * radii[0], 0.0)
+    pred |= sum((g - c) ** 2 for g, c in zip(grid, leak)) < (0.4 * radii[0]) ** 2
+    return pred, truth
+
+
+@pytest.mark.parametrize("diameter", [30, 60, 90])
+def test_a_3d_round_is_a_few_clicks_on_three_slices_inside_errors_of_their_kind(diameter: int) -> None:
+    pred, truth = tumour_case(diameter)
+    under, over = truth & ~pred, pred & ~truth
+    fg, bg = simulate_clicks(pred, truth, np.random.RandomState(0))  # 3D regions gave 14+9, 112+67, 355+220
+    assert 2 <= len(fg) + len(bg) <= 10 and len(fg) and len(bg)  # both kinds of error clicked, within the budget
+    assert under[tuple(fg.T)].all() and over[tuple(bg.T)].all()
+    free_fg, free_bg = simulate_clicks(pred, truth, np.random.RandomState(0), max_clicks=None)
+    errors = under | over
+    slices = [errors.sum(axis=tuple(b for b in range(3) if b != a)).argmax() for a in range(3)]
+    for clicks in (fg, bg, free_fg, free_bg):
+        assert all(any(p[a] == s for a, s in enumerate(slices)) for p in clicks)  # each on one of the three slices
+    wanted = 0  # without a budget: the rule over the 2D regions of those slices
+    for a, s in enumerate(slices):
+        for error in (under, over):
+            sizes, _ = clicks_in_each_region(np.take(error, s, axis=a), np.zeros((0, 2), dtype=np.int64))
+            wanted += sum(clicks_per_region(n) for n in sizes)
+    assert len(free_fg) + len(free_bg) == wanted
 
 
 def test_connectivity_decides_what_one_region_is() -> None:
@@ -63,41 +112,46 @@ def test_connectivity_decides_what_one_region_is() -> None:
     label[np.arange(35), np.arange(35)] = 1  # a diagonal of 35 voxels, connected only through corners
     none = np.zeros_like(label)
     n_full = len(simulate_clicks(none, label, np.random.RandomState(0))[0])
-    n_faces = len(simulate_clicks(none, label, np.random.RandomState(0), connectivity=1)[0])
-    assert n_full == 1 and n_faces == 0  # one region of 35 voxels, or 35 regions of one voxel (4-connectivity)
+    n_edges = len(simulate_clicks(none, label, np.random.RandomState(0), connectivity=1)[0])
+    assert n_full == 1 and n_edges == 0  # one region of 35 voxels, or 35 regions of one voxel (4-connectivity)
 
 
-def test_transform_pair_seed_maps_coordinates_and_determinism() -> None:
-    label, pred = constructed_2d()
-    op = SimulateClicks().set_random_state(7)
-    seeds, fg, bg = op(torch.as_tensor(pred)[None], label[None])
-    assert isinstance(seeds, torch.Tensor) and seeds.shape == (2, *label.shape) and seeds.dtype == torch.float32
-    assert seeds[1].sum() == len(fg) and seeds[0].sum() == len(bg) == 0
-    assert (seeds[1][tuple(torch.as_tensor(fg).T)] == 1).all()
-    again = SimulateClicks().set_random_state(7)(pred[None], label[None])
+def test_transform_pair_seed_maps_count_and_determinism() -> None:
+    pred, truth = tumour_case(40, shape=(64, 64, 48))
+    op = SimulateClicks(max_clicks=6).set_random_state(7)
+    seeds, fg, bg = op(torch.as_tensor(pred)[None], truth[None])
+    assert isinstance(seeds, torch.Tensor) and seeds.shape == (2, *truth.shape) and seeds.dtype == torch.float32
+    assert seeds[1].sum() == len(fg) and seeds[0].sum() == len(bg) and len(fg) + len(bg) == 6
+    assert (seeds[1][tuple(torch.as_tensor(fg).T)] == 1).all() and (seeds[0][tuple(torch.as_tensor(bg).T)] == 1).all()
+    again = SimulateClicks(max_clicks=6).set_random_state(7)(pred[None], truth[None])
     np.testing.assert_array_equal(again[1], fg)
     assert isinstance(again[0], np.ndarray)  # NumPy in, NumPy out
-    other = SimulateClicks().set_random_state(8)(pred[None], label[None])[1]
+    other = SimulateClicks(max_clicks=6).set_random_state(8)(pred[None], truth[None])[1]
     assert not np.array_equal(other, fg)
-    d = SimulateClicksd(keys=("pred", "label")).set_random_state(7)({"pred": pred[None], "label": label[None]})
-    assert d["clicks"] == {"foreground": fg.tolist(), "background": []}
+    twin = SimulateClicksd(keys=("pred", "label"), max_clicks=6).set_random_state(7)
+    d = twin({"pred": pred[None], "label": truth[None]})
+    assert d["clicks"] == {"foreground": fg.tolist(), "background": bg.tolist()} and d["clicks_per_round"] == 6
     np.testing.assert_array_equal(d["seeds"], seeds.numpy())
-    assert SimulateClicksd(allow_missing_keys=True)({"label": label[None]}).keys() == {"label"}
+    second = twin({"pred": pred[None], "label": truth[None]})  # one draw per sample: the next sample draws anew
+    assert second["clicks"] != d["clicks"] and second["seeds"][1].sum() == len(second["clicks"]["foreground"])
+    assert SimulateClicksd(allow_missing_keys=True)({"label": truth[None]}).keys() == {"label"}
     with pytest.raises(KeyError):
-        SimulateClicksd()({"label": label[None]})
+        SimulateClicksd()({"label": truth[None]})
 
 
 def test_perfect_prediction_gives_no_clicks() -> None:
-    label, _ = constructed_2d()
-    seeds, fg, bg = SimulateClicks()(label[None], label[None])
-    assert fg.shape == (0, 2) and bg.shape == (0, 2) and seeds.sum() == 0
+    pred, truth = tumour_case(30, shape=(40, 40, 32))
+    seeds, fg, bg = SimulateClicks()(truth[None], truth[None])
+    assert fg.shape == (0, 3) and bg.shape == (0, 3) and seeds.sum() == 0
+    assert SimulateClicksd(count_key="n")({"pred": truth[None], "label": truth[None]})["n"] == 0
 
 
 @pytest.mark.parametrize(
     "make, match",
     [
         (lambda: SimulateClicks(min_size=0), "min_size, voxels_per_click: expected"),
-        (lambda: SimulateClicks(connectivity=4), "connectivity: expected"),
+        (lambda: SimulateClicks(connectivity=3), "connectivity: expected"),
+        (lambda: SimulateClicks(max_clicks=0), "max_clicks: expected"),
         (lambda: SimulateClicksd(keys="pred"), "keys: expected 2 keys"),
     ],
 )
@@ -109,3 +163,5 @@ def test_bad_arguments_fail_in_init(make, match: str) -> None:
 def test_mismatched_inputs_are_reported() -> None:
     with pytest.raises(ValueError, match="pred, label: expected equal shapes"):
         SimulateClicks()(np.zeros((1, 5, 5)), np.zeros((1, 5, 6)))
+    with pytest.raises(ValueError, match="pred, label: expected equal shapes with 2 or 3 axes"):
+        simulate_clicks(np.zeros((2, 3, 4, 5)), np.zeros((2, 3, 4, 5)), np.random.RandomState(0))

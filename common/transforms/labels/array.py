@@ -1,0 +1,60 @@
+"""Label conversions of a data set's label values to the regions a method segments (BraTS tumour regions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import reduce
+
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import Transform
+from monai.utils import TransformBackends
+from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
+
+from common.data.brats import BRATS_REGIONS, LABEL_3_HINT
+
+__all__ = ["ConvertBratsLabels"]
+
+
+class ConvertBratsLabels(Transform):
+    """Map a BraTS segmentation (labels 0, 1, 2, 4) to one binary channel per tumour region, refusing other values.
+
+    Args:
+        regions: names from :data:`common.data.brats.BRATS_REGIONS`, one output channel each in this order: ``"WT"``
+            whole tumour (1, 2, 4), ``"TC"`` tumour core (1, 4), ``"ET"`` enhancing tumour (4). ``("WT",)`` gives the
+            whole-tumour mask alone. MONAI's ``ConvertToMultiChannelBasedOnBratsClasses`` order is
+            ``("TC", "WT", "ET")``.
+
+    Shapes: ``img`` ``(1, H, W[, D])`` (channel first, as ``LoadImaged(..., ensure_channel_first=True)`` gives) ->
+    ``(len(regions), H, W[, D])`` of 0/1 with the type and dtype of ``img`` (a ``MetaTensor`` keeps its meta data).
+    Not differentiable (a label map). Any other value (3 as other releases use it, 1.5, NaN, ...) raises
+    ``ValueError`` naming the file (``img.meta["filename_or_obj"]``), each value found and its voxel count: a label
+    is never dropped or remapped silently.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, regions: Sequence[str] = ("WT", "TC", "ET")) -> None:
+        regions = tuple(regions)
+        if not regions or len(set(regions)) != len(regions) or not set(regions) <= set(BRATS_REGIONS):
+            raise ValueError(f"regions: expected distinct names among WT, TC, ET, found {list(regions)}")
+        self.regions = regions
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        name = img.meta.get("filename_or_obj", "label") if isinstance(img, MetaTensor) else "label array"
+        x = convert_to_tensor(img, track_meta=False)
+        if x.ndim not in (3, 4) or x.shape[0] != 1:
+            raise ValueError(f"{name}: expected a one-channel label (1, H, W[, D]), found shape {tuple(x.shape)}")
+        is_label = {v: x[0] == v for v in (0, 1, 2, 4)}
+        known = reduce(torch.logical_or, is_label.values())
+        if not bool(known.all()):
+            values, counts = torch.unique(x[0][~known], return_counts=True)
+            found = ", ".join(f"{v:g} ({c} voxels)" for v, c in zip(values.tolist()[:8], counts.tolist()))
+            raise ValueError(
+                f"{name}: expected BraTS labels 0, 1, 2, 4 only, found also {found}"
+                + (", ..." if len(values) > 8 else "")
+                + (f"; {LABEL_3_HINT}" if bool((values == 3).any()) else "")
+            )
+        out = torch.stack([reduce(torch.logical_or, (is_label[v] for v in BRATS_REGIONS[r])) for r in self.regions])
+        return convert_to_dst_type(out, img)[0]  # the type, dtype and meta data of img

@@ -1,0 +1,30 @@
+"""Dictionary twins of the label conversions."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform
+
+from .array import ConvertBratsLabels
+
+__all__ = ["ConvertBratsLabelsd"]
+
+
+class ConvertBratsLabelsd(MapTransform):
+    """Dictionary twin of :class:`ConvertBratsLabels`."""
+
+    backend = ConvertBratsLabels.backend
+
+    def __init__(
+        self, keys: KeysCollection, regions: Sequence[str] = ("WT", "TC", "ET"), allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ConvertBratsLabels(regions)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d
