@@ -1,23 +1,25 @@
-"""Exact vs cheaper IGS searches on a trained igs_acdc checkpoint: search time and frozen per-volume Dice side by side.
+"""IGS search variants on a trained igs_acdc checkpoint: search time and frozen per-volume Dice side by side.
 
-For each variant the search runs to x4 (patterns at x16, x8 and x4 from one run) on the training slices, and the
-frozen network segments the test slices undersampled with each pattern under the same forward model. Printed per
-variant: the search seconds until each budget was reached (``search_seconds`` of the pattern sidecars: k-space
-caching and fingerprinting included) and the Dice per volume (slices of a frame pooled, ``common.apps.igs.volume_dice``)
-averaged over volumes and the foreground classes (RV, myocardium, LV).
+For each variant the search runs to the lowest acceleration (patterns at every ``--accelerations`` from one run) on
+the training slices, and the frozen network segments the validation fold of ``training/`` (never searched on: the
+part to choose a variant with) and the test slices, undersampled with each pattern under the same forward model.
+Printed per variant: the search seconds until each budget was reached (``search_seconds`` of the pattern sidecars:
+k-space caching and fingerprinting included), the lines, and the Dice per volume (slices of a frame pooled,
+``common.apps.igs.volume_dice``) averaged over volumes and the foreground classes (RV, myocardium, LV).
 
-Variants: ``exact`` (one line per step over every slice, the paper's search), ``subset`` (each step's gradient from
-a fresh seeded ``--subset_fraction`` of the slices), ``multi`` (one line per step up to ``--exact_lines`` lines, then
-``--lines_per_iteration`` per step), ``subset_multi`` (both) and ``lookahead`` (``--lookahead`` candidates re-scored
-by their actual loss: slower, for the quality side of the table).
+Variants: ``exact`` (one line per step over every slice from the centre line, the paper's search), ``subset`` (each
+step's gradient from a fresh seeded ``--subset_fraction`` of the slices), ``multi`` (one line per step up to
+``--exact_lines`` lines, then ``--lines_per_iteration`` per step), ``subset_multi`` (both), ``lookahead``
+(``--lookahead`` candidates re-scored by their actual loss), ``one_sided`` (start from the highest acceleration's
+one-sided centre block) and ``one_sided_lookahead`` (both).
 
 Usage (a few minutes on 2 CPU cores with the demo's network at 128x128 and small settings):
     python benchmarks/bench_igs_variants.py --bundle_root bundles/igs_acdc --dataset_dir data/acdc \
         [--ckpt <bundle_root>/models/model.pt] [--forward_model phase] [--loss dice_pooled] \
         [--variants exact,subset,multi,subset_multi] [--subset_fraction 0.25] [--lines_per_iteration 4] \
-        [--exact_lines 8] [--lookahead 8] [--max_train_slices 0 (all)] [--max_test_slices 0 (all)] \
-        [--batch 32 (slices per network pass)] [--loss_batch 32 (slices per loss; divides --batch)] [--amp auto]
-        [--out <temporary folder>]
+        [--exact_lines 8] [--lookahead 8] [--accelerations 16,8,4] [--max_train_slices 0 (all)] \
+        [--max_test_slices 0 (all; validation too)] [--batch 32 (slices per network pass)] \
+        [--loss_batch 32 (slices per loss; divides --batch)] [--amp auto] [--out <temporary folder>]
 The network is built from the bundle's train.json with the settings saved beside the checkpoint (``model.json``).
 """
 
@@ -38,8 +40,6 @@ from common.apps.igs import IterativeGradientSampling, cache_line_spectra, volum
 from common.data.acdc import acdc_slices
 from common.networks import load_weights, read_model_info
 from common.transforms import load_line_pattern
-
-ACCELERATIONS = (16, 8, 4)
 
 
 def _network(bundle_root: Path, ckpt: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -68,6 +68,8 @@ def _variants(
             "exact_lines": exact_lines,
         },
         "lookahead": {"lookahead": lookahead},
+        "one_sided": {"start": "one_sided"},
+        "one_sided_lookahead": {"start": "one_sided", "lookahead": lookahead},
     }
     chosen = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
     unknown = [n for n in chosen if n not in table]
@@ -100,6 +102,7 @@ def main(
     batch: int = 32,
     loss_batch: int = 32,
     amp: str = "auto",
+    accelerations: str | tuple = "16,8,4",
     out: str | None = None,
 ) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,17 +112,25 @@ def main(
     net, settings = _network(root, ckpt_path, device)
     size = int(settings["image_size"])
     train = _thin(acdc_slices(dataset_dir, "train", size), max_train_slices)
-    test = _thin(acdc_slices(dataset_dir, "test", size), max_test_slices)
+    accs = [int(a) for a in (accelerations.split(",") if isinstance(accelerations, str) else accelerations)]
+    sets = {  # the validation fold of training/ (never searched on) and the test set
+        "val": _thin(acdc_slices(dataset_dir, "val", size), max_test_slices),
+        "test": _thin(acdc_slices(dataset_dir, "test", size), max_test_slices),
+    }
     num_classes = int(settings.get("num_classes", 4))
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, amp {use_amp}, "
-        f"forward model {forward_model}, loss {loss}, {len(train)} training / {len(test)} test slices {size}x{size}, "
+        f"forward model {forward_model}, loss {loss}, {len(train)} training / {len(sets['val'])} validation / "
+        f"{len(sets['test'])} test slices {size}x{size}, "
         f"batch {batch}, checkpoint {ckpt_path}"
     )
-    test_batches = cache_line_spectra(  # test phases seeded apart from training ones, as the bundle's evaluate.json
-        test, batch_size=batch, device=device, forward_model=forward_model, phase_seed_base=1
-    )
-    volumes = [f"{d.get('patient', '')}/{d.get('phase', '')}" for d in test]
+    cached = {  # evaluation phases seeded apart from training ones, as the bundle's evaluate.json
+        part: (
+            cache_line_spectra(items, batch_size=batch, device=device, forward_model=forward_model, phase_seed_base=1),
+            [f"{d.get('patient', '')}/{d.get('phase', '')}" for d in items],
+        )
+        for part, items in sets.items()
+    }
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench_igs_variants_"))
     rows = []
     for name, options in _variants(variants, subset_fraction, lines_per_iteration, exact_lines, lookahead).items():
@@ -130,7 +141,7 @@ def main(
             net,
             train,
             folder,
-            accelerations=ACCELERATIONS,
+            accelerations=accs,
             loss=loss,
             forward_model=forward_model,
             batch_size=batch,
@@ -142,29 +153,38 @@ def main(
         ).run()
         total = time.perf_counter() - t0
         row = {"variant": name, "total_s": total}
-        for acc in ACCELERATIONS:
+        for acc in accs:
             meta = json.loads(written[float(acc)].with_suffix(".json").read_text())
             mask = load_line_pattern(written[float(acc)], width=size).to(device)
-            dice = volume_dice(net, test_batches, volumes, mask, num_classes, amp=use_amp)
             row[f"s_x{acc}"] = meta["search_seconds"]
-            row[f"dice_x{acc}"] = float(np.nanmean(np.nanmean(dice[:, 1:], axis=0)))
+            row[f"lines_x{acc}"] = meta["lines"]
+            for part, (batches, volumes) in cached.items():
+                dice = volume_dice(net, batches, volumes, mask, num_classes, amp=use_amp)
+                row[f"{part}_x{acc}"] = float(np.nanmean(np.nanmean(dice[:, 1:], axis=0)))
         rows.append(row)
         print(
             f"  {name}: {total:.1f} s, "
-            + ", ".join(f"x{a} {row[f'dice_x{a}']:.3f} ({row[f's_x{a}']:.1f} s)" for a in ACCELERATIONS)
+            + ", ".join(
+                f"x{a} val {row[f'val_x{a}']:.3f} test {row[f'test_x{a}']:.3f} ({row[f's_x{a}']:.1f} s, "
+                f"lines {row[f'lines_x{a}']})"
+                for a in accs
+            )
         )
     print(
-        f"\n| variant | settings | {' | '.join(f's to x{a}' for a in ACCELERATIONS)} | "
-        f"{' | '.join(f'Dice x{a}' for a in ACCELERATIONS)} |"
+        f"\n| variant | settings | {' | '.join(f's to x{a}' for a in accs)} | "
+        f"{' | '.join(f'val Dice x{a}' for a in accs)} | {' | '.join(f'test Dice x{a}' for a in accs)} |"
     )
-    print("|---|---|" + "---|" * (2 * len(ACCELERATIONS)))
+    print("|---|---|" + "---|" * (3 * len(accs)))
     options = _variants(variants, subset_fraction, lines_per_iteration, exact_lines, lookahead)
     for row in rows:
         text = ", ".join(f"{k}={v}" for k, v in options[row["variant"]].items()) or "every slice, 1 line per step"
-        secs = " | ".join(f"{row[f's_x{a}']:.1f}" for a in ACCELERATIONS)
-        dice = " | ".join(f"{row[f'dice_x{a}']:.3f}" for a in ACCELERATIONS)
+        secs = " | ".join(f"{row[f's_x{a}']:.1f}" for a in accs)
+        dice = " | ".join(f"{row[f'{part}_x{a}']:.3f}" for part in cached for a in accs)
         print(f"| {row['variant']} | {text} | {secs} | {dice} |")
-    print(f"\nDice: frozen network, per volume, mean over volumes and RV/myocardium/LV; patterns in {work}")
+    print(
+        f"\nDice: frozen network, per volume, mean over volumes and RV/myocardium/LV, on the validation fold of "
+        f"training/ (choose with it) and on testing/ (report it); patterns in {work}"
+    )
 
 
 if __name__ == "__main__":

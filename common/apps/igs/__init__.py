@@ -10,7 +10,6 @@ from .loupe import (
     LOUPE,
     PROB_SLOPE,
     SAMPLE_SLOPE,
-    loupe_loss,
     relaxed_line_mask,
     renormalize_probability,
     top_lines,

@@ -133,7 +133,8 @@ class PatternComparison:
         center_fractions: centre fraction per acceleration for equispaced and random.
         fine_tune_epochs, fine_tune_lr: the fine-tuning protocol.
         pe_dim: -1 (lines index W) or -2 (lines index H).
-        batch_size: slices per batch; device: where it runs; amp: autocast the network on CUDA.
+        batch_size: slices per batch; device: where it runs; amp: mixed precision of the network passes as
+            :func:`~common.apps.igs.autocast_settings` (the bundle turns it on where CUDA is).
         seed: the fine-tuning batch order (the same for every pattern).
         train_phase_seed, test_phase_seed: phase seed bases of the training and test slices (``"phase"`` model);
             they must differ.
@@ -162,7 +163,7 @@ class PatternComparison:
         pe_dim: int = -1,
         batch_size: int = 32,
         device: str | torch.device = "cpu",
-        amp: bool = False,
+        amp: bool | str = False,
         seed: int = 0,
         train_phase_seed: int = 0,
         test_phase_seed: int = 1,

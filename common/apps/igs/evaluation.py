@@ -11,8 +11,10 @@ from torch import nn
 
 from common.apps.igs.objective import (
     Normalize,
+    autocast_settings,
     igs_loss,
     network_input,
+    network_logits,
 )
 from common.metrics.surface import SurfaceDistances, surface_distances
 from common.transforms.intensity.array import zscore_slices
@@ -38,20 +40,21 @@ def predict_slices(
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
     mask: torch.Tensor,
     pe_dim: int = -1,
-    amp: bool = False,
+    amp: bool | str = False,
     normalize: Normalize | None = zscore_slices,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's class map of every slice undersampled with ``mask``, and the ground truth, in batch order.
 
-    ``batches`` from :func:`~common.apps.igs.cache_line_spectra`. Returns ``(N, H, W)`` uint8 prediction (argmax of
-    the logits) and ground truth, on the CPU (classes < 256).
+    ``batches`` from :func:`~common.apps.igs.cache_line_spectra`; ``amp`` as :func:`~common.apps.igs.autocast_settings`
+    (the search's mixed precision: bfloat16 where supported). Returns ``(N, H, W)`` uint8 prediction (argmax of the
+    logits) and ground truth, on the CPU (classes < 256).
     """
     network.eval()
+    dtype, _ = autocast_settings(mask.device, amp)
     preds, labels = [], []
     for spectrum, label in batches:
         image = network_input(spectrum, mask, pe_dim, normalize)
-        with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
-            preds.append(network(image).argmax(1).to(torch.uint8).cpu())
+        preds.append(network_logits(network, image, dtype).argmax(1).to(torch.uint8).cpu())
         labels.append(label[:, 0].round().to(torch.uint8).cpu())
     return torch.cat(preds), torch.cat(labels)
 
@@ -83,7 +86,7 @@ def volume_dice(
     mask: torch.Tensor,
     num_classes: int,
     pe_dim: int = -1,
-    amp: bool = False,
+    amp: bool | str = False,
     normalize: Normalize | None = zscore_slices,
 ) -> np.ndarray:
     """Dice per volume and class of the network on images undersampled with ``mask``: :func:`predict_slices`, then
@@ -147,25 +150,28 @@ def fine_tune(
     learning_rate: float = 1e-4,
     loss: str = "dice_ce",
     pe_dim: int = -1,
-    amp: bool = False,
+    amp: bool | str = False,
     seed: int = 0,
     normalize: Normalize | None = zscore_slices,
 ) -> nn.Module:
-    """A copy of ``network`` fine-tuned on images undersampled with ``mask`` (AdamW; 0.75 Dice + 0.25 CE)."""
+    """A copy of ``network`` fine-tuned on images undersampled with ``mask`` (AdamW; 0.75 Dice + 0.25 CE).
+
+    ``amp`` as :func:`~common.apps.igs.autocast_settings`: bfloat16 autocast where supported; float16 (older GPUs)
+    with MONAI-style dynamic loss scaling (``torch.amp.GradScaler``), so no gradient underflows.
+    """
     net = copy.deepcopy(network).train()
     for p in net.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(net.parameters(), lr=learning_rate)
     loss_fn = igs_loss(loss)
-    device_type = mask.device.type
-    scaler = torch.amp.GradScaler(enabled=amp and device_type == "cuda")
+    dtype, _ = autocast_settings(mask.device, amp)
+    scaler = torch.amp.GradScaler(mask.device.type, enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for i in torch.randperm(len(batches), generator=gen).tolist():
             spectrum, label = batches[i]
             image = network_input(spectrum, mask, pe_dim, normalize)
-            with torch.autocast(device_type, enabled=amp and device_type == "cuda"):
-                value = loss_fn(net(image).float(), label)
+            value = loss_fn(network_logits(net, image, dtype), label)
             opt.zero_grad(set_to_none=True)
             scaler.scale(value).backward()
             scaler.step(opt)

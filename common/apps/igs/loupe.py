@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceLoss
 from torch import nn
 from tqdm import tqdm
 
@@ -22,6 +21,7 @@ from common.apps.igs.objective import (
     Normalize,
     autocast_settings,
     cache_line_spectra,
+    igs_loss,
     mask_loss,
     network_input,
     network_logits,
@@ -38,7 +38,6 @@ __all__ = [
     "renormalize_probability",
     "relaxed_line_mask",
     "top_lines",
-    "loupe_loss",
     "LOUPE",
 ]
 
@@ -48,6 +47,7 @@ logger = logging.getLogger(__name__)
 PROB_SLOPE = 5.0  # p = sigmoid(PROB_SLOPE * theta)
 SAMPLE_SLOPE = 200.0  # relaxed mask = sigmoid(SAMPLE_SLOPE * (p_alpha - u))
 CLIP_NORM = 1.0  # gradient-norm clip on theta before every Adam step
+LOSS = "dice_pooled"  # igs_loss name: the authors' batch-pooled soft Dice, as the IGS search's default
 
 
 def triangle_logits(width: int) -> torch.Tensor:
@@ -117,21 +117,17 @@ def top_lines(theta: torch.Tensor, n: int) -> tuple[torch.Tensor, list[list[int]
     return (mask_t if theta.ndim == 2 else mask_t[0]), orders
 
 
-def loupe_loss() -> nn.Module:
-    """The authors' search loss: soft Dice on softmax, background included, pooled over the whole batch
-    (``dims=(0, 2, 3)``). Labels are class indices ``(B, 1, H, W)``."""
-    return DiceLoss(softmax=True, to_onehot_y=True, include_background=True, batch=True)
-
-
 class LOUPE:
     """LOUPE line patterns for a frozen segmentation network, one independent optimisation per acceleration.
 
     For each acceleration ``R`` (sparsity ``alpha = 1 / R``) one logit per line ``theta`` (per channel with
     ``per_channel``) starts as :func:`triangle_logits`. Every batch of slices draws one ``u ~ U[0, 1)`` per line
     (shared by the slices of the batch) and feeds the frozen ``network`` with :func:`~common.apps.igs.network_input`
-    of the :func:`relaxed_line_mask`; the batch-pooled soft Dice (:func:`loupe_loss`) is minimised over ``theta``
-    with Adam (``lr``, no weight decay) after clipping the gradient norm to ``CLIP_NORM``. Slices are reshuffled each
-    epoch. The final pattern is :func:`top_lines` of ``theta`` with ``width // R`` lines (:func:`num_lines`).
+    of the :func:`relaxed_line_mask`; the batch-pooled soft Dice (:func:`~common.apps.igs.igs_loss`
+    ``"dice_pooled"``, the IGS search's default loss: background included, smoothing ``1e-7`` in the denominator
+    only) is minimised over ``theta`` with Adam (``lr``, no weight decay) after clipping the gradient norm to
+    ``CLIP_NORM``. Slices are reshuffled each epoch. The final pattern is :func:`top_lines` of ``theta`` with
+    ``width // R`` lines (:func:`num_lines`).
 
     Randomness (batch order, draws) comes from a local ``torch.Generator`` seeded with ``seed`` afresh for each
     acceleration, so a pattern does not depend on which other accelerations ran; the global RNG is untouched.
@@ -215,7 +211,7 @@ class LOUPE:
         self.amp = amp
         self.autocast_dtype, self.loss_scale = autocast_settings(self.device, amp)
         self.normalize = normalize
-        self.loss_fn = loupe_loss()
+        self.loss_fn = igs_loss(LOSS)
 
     def pattern_path(self, acceleration: float) -> Path:
         """``<output_dir>/loupe_<forward_model>_x<acceleration>.npy``."""
@@ -228,6 +224,7 @@ class LOUPE:
             self.network,
             self.data,
             method="loupe",
+            loss=LOSS,
             **acquisition_settings(self.forward_model, self.phase_seed_base, self.max_phase, self.normalize),
             epochs=self.epochs,
             lr=self.lr,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from common.apps.igs import LOUPE, cache_line_spectra, mask_gradient
-from common.apps.igs.loupe import loupe_loss, relaxed_line_mask, renormalize_probability, top_lines, triangle_logits
+from common.apps.igs import LOUPE, cache_line_spectra, igs_loss, mask_gradient
+from common.apps.igs.loupe import LOSS, relaxed_line_mask, renormalize_probability, top_lines, triangle_logits
 from common.transforms import load_line_pattern
 from tests.unit.apps.igs.test_search import FREQS, WIDTH, grating_data
 
@@ -117,7 +117,7 @@ def test_learns_the_lines_that_carry_the_label(tmp_path, seed, amp):
     assert {0, *FREQS} <= covered, meta["order"]
     start = top_lines(triangle_logits(WIDTH), 4)[0]
     assert {abs(i - CENTRE) for i in start.nonzero().flatten().tolist()} == {0, 1, 2}  # not already there
-    start_loss = mask_gradient(ConvThreshold(), cache_line_spectra(data, batch_size=2), start, loupe_loss())[1]
+    start_loss = mask_gradient(ConvThreshold(), cache_line_spectra(data, batch_size=2), start, igs_loss(LOSS))[1]
     assert meta["search_loss"] < 0.2 < 0.4 < start_loss, (meta["search_loss"], start_loss)
 
 
