@@ -167,3 +167,19 @@ def test_bad_input():
         surface_distances(np.zeros((1, 2, 4, 4)), np.zeros((1, 2, 4, 4)), (1.0, 0.0))
     with pytest.raises(ValueError, match=r"label: expected integer labels in \[0, 3\), found values in \[3.0, 3.0\]"):
         surface_distances(np.zeros((1, 1, 4, 4)), np.full((1, 1, 4, 4), 3), num_classes=3)
+
+
+def test_matches_monai_compute_functions():
+    """One edge/distance pass per class gives what MONAI's two compute_* functions give (anisotropic 3D spacing)."""
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    pred, label = _blobs((24, 20, 7), seed=3), _blobs((24, 20, 7), seed=4)
+    spacing = (1.3, 0.7, 4.0)
+    out = surface_distances(pred[None, None], label[None, None], spacing, None, True)
+    yp, yt = torch.as_tensor(pred[None, None], dtype=torch.float32), torch.as_tensor(label[None, None]).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(yp, yt, include_background=True, percentile=95, spacing=spacing)
+        asd = compute_average_surface_distance(yp, yt, include_background=True, symmetric=True, spacing=spacing)
+    assert out.hd95[0, 0] == pytest.approx(float(hd[0, 0]), rel=1e-6)
+    assert out.assd[0, 0] == pytest.approx(float(asd[0, 0]), rel=1e-6)
