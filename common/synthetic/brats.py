@@ -408,17 +408,4 @@ if __name__ == "__main__":
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    def main(
-        out: str = "data/brats",
-        n_cases: int = 24,
-        shape: Sequence[int] = (240, 240, 155),
-        seed: int = 0,
-        release: int = 2020,
-        n_validation: int = 4,
-        compress: bool = True,
-    ) -> None:
-        """Write a synthetic BraTS copy to ``out``; a smaller size is given as ``--shape 96,96,64``."""
-        write_synthetic_brats(out, n_cases, shape, seed, release, n_validation, compress)
-
-    fire.Fire(main)
+    fire.Fire(write_synthetic_brats)  # a smaller size is given as --shape 96,96,64
