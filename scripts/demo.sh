@@ -12,6 +12,7 @@ if [ ! -d data/acdc/training ]; then
 fi
 # the other bundles' default data (their `run training` works on it out of the box)
 [ -d data/lgg/kaggle_3m ] || $PY -m common.synthetic.lgg --out data/lgg
+[ -d data/brats/MICCAI_BraTS2020_TrainingData ] || $PY -m common.synthetic.brats --out data/brats --shape 96,96,64 --n_cases 24
 # Training resumes from models/checkpoint_last.pt, the searches from models/igs_<model>_state.json and LOUPE skips
 # the patterns it has written, when they exist and were made with the same settings: delete bundles/igs_acdc/models
 # to start afresh.

@@ -37,7 +37,7 @@ from .lgg import (
     read_data_csv,
     scale_percentiles,
 )
-from .splits import kfold_split, train_val_test_split
+from .splits import SPLITS, kfold_split, split_by_fold, train_val_test_split
 
 __all__ = [
     "GROUPS",
@@ -69,6 +69,8 @@ __all__ = [
     "patient_id",
     "read_data_csv",
     "scale_percentiles",
+    "SPLITS",
     "kfold_split",
+    "split_by_fold",
     "train_val_test_split",
 ]

@@ -1,12 +1,15 @@
-"""Seeded patient-level splits (a patient's slices never fall in two splits): k-fold and train/val/test."""
+"""Seeded patient-level splits (a patient's slices never fall in two splits): k-fold, train/val/test, and the
+train/val/test items of a datalist whose items carry their fold."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from monai.data import partition_dataset
 
-__all__ = ["kfold_split", "train_val_test_split"]
+__all__ = ["kfold_split", "train_val_test_split", "split_by_fold", "SPLITS"]
+
+SPLITS = ("train", "val", "test", "all")
 
 
 def _check_ids(ids: Sequence[Hashable], num_folds: int, fold: int, fn: str) -> list[Hashable]:
@@ -93,3 +96,42 @@ def train_val_test_split(
     train_part, val_part = partition_dataset(rest, ratios=[len(rest) - n_val, n_val], shuffle=True, seed=seed)
     train, val = set(train_part), set(val_part)
     return [i for i in ids if i in train], [i for i in ids if i in val], [i for i in ids if i in test]
+
+
+def split_by_fold(
+    items: Sequence[Mapping], split: str, test_fold: int = 0, val_fold: int = 1, fold_key: str = "fold"
+) -> list[dict]:
+    """The items of one split of a datalist whose items carry their fold (e.g. :func:`~common.data.brats_datalist`,
+    folds by patient): ``"test"`` = fold ``test_fold`` (held out), ``"val"`` = fold ``val_fold`` (model selection),
+    ``"train"`` = every other fold, ``"all"`` = every item. Items keep their order and are copied (shallow).
+
+    Raises ``ValueError`` for an unknown ``split``, equal ``test_fold`` and ``val_fold``, items without ``fold_key``
+    (named by their ``case`` or index), or a split left empty (naming the folds present).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, found {split!r}")
+    if test_fold == val_fold:
+        raise ValueError(
+            f"test_fold, val_fold: expected different folds (the test cases must not choose the weights), found "
+            f"{test_fold} for both"
+        )
+    unlabelled = [str(d.get("case", i)) for i, d in enumerate(items) if fold_key not in d]
+    if unlabelled:
+        raise ValueError(
+            f"items: expected a '{fold_key}' in every item (a datalist with folds, such as brats_datalist's "
+            f"'training' list), found {len(unlabelled)} without, e.g. {unlabelled[:3]}"
+        )
+    chosen = {
+        "test": lambda k: k == test_fold,
+        "val": lambda k: k == val_fold,
+        "train": lambda k: k not in (test_fold, val_fold),
+        "all": lambda k: True,
+    }[split]
+    out = [dict(d) for d in items if chosen(d[fold_key])]
+    if not out:
+        present = sorted({d[fold_key] for d in items})
+        raise ValueError(
+            f"split {split!r}: expected at least one item (test_fold={test_fold}, val_fold={val_fold}), found none; "
+            f"the items hold folds {present}"
+        )
+    return out

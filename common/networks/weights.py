@@ -123,6 +123,7 @@ def load_weights(
     path: str | Path,
     map_location: str | torch.device = "cpu",
     settings: Mapping[str, Any] | None = None,
+    prefix: str = "",
 ) -> torch.nn.Module:
     """Load a bare state dict (``models/model.pt``) into ``network``, with errors that say how to fix them.
 
@@ -133,11 +134,14 @@ def load_weights(
         map_location: as in ``torch.load``.
         settings: the config values ``network`` was built with (``{"unet_features": [...], ...}``), named in the
             error when the weights do not fit, and compared with the training settings saved beside the weights.
+        prefix: load only the entries whose names start with it, without it (``"crf."``: the CRF of a network that
+            holds one as its ``crf`` attribute); ``""`` loads them all.
 
     Raises:
         FileNotFoundError: no file at ``path`` (says how to train).
-        ValueError: unreadable file; or weights of another shape, naming the settings they were trained with (from
-            ``<path>.json``) and the overrides to pass, instead of PyTorch's list of size mismatches.
+        ValueError: unreadable file; no entry under ``prefix``; or weights of another shape, naming the settings they
+            were trained with (from ``<path>.json``) and the overrides to pass, instead of PyTorch's list of size
+            mismatches.
     """
     path = Path(path)
     if not path.is_file():
@@ -148,6 +152,12 @@ def load_weights(
         raise ValueError(f"{path}: expected a state dict, found unreadable content ({e})") from e
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a state dict, found a {type(state).__name__}")
+    if prefix:
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not part:
+            heads = sorted({k.split(".")[0] + "." for k in state})
+            raise ValueError(f"{path}: expected entries under '{prefix}', found only entries under {heads}")
+        state = part
     error = weights_mismatch(network, state, path, settings)
     if error is not None:
         raise error

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from common.synthetic.acdc import write_synthetic_acdc
+from common.synthetic.brats import TRAINING_FOLDERS, write_synthetic_brats
 from common.synthetic.lgg import write_synthetic_lgg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +59,27 @@ SPECS = {
         input_shape=(2, 3, 64, 64),
         multi_gpu_data=lambda out: write_synthetic_lgg(out, n_patients=10, seed=0, slices=(4, 6)),  # 2 val patients
         multi_gpu_tiny={"learning_rate": 0.01},
+    ),
+    "deepigeos_brats": BundleSpec(
+        # 10 cases in 5 folds: 2 test, 2 validation (one per rank in the two-process run), 6 training
+        write_data=lambda out: write_synthetic_brats(out, n_cases=10, shape=(32, 32, 24), n_validation=2, seed=0)
+        / TRAINING_FOLDERS[2020],
+        tiny={
+            "features": [4, 4, 4, 4, 4],
+            "compress": 2,
+            "head_channels": 4,
+            "patch_size": [16, 16, 16],
+            "rnet_patch_size": [24, 24, 24],
+            "crf_iterations": 2,
+            "epochs": 2,
+            "val_interval": 1,
+            "batch_size": 2,
+            "num_workers": 0,
+            "click_min_size": 4,
+            "voxels_per_click": 20,
+            "refine_margin": 4,
+        },
+        input_shape=(1, 1, 19, 22, 17),
     ),
 }
 

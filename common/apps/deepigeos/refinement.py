@@ -75,6 +75,7 @@ def refine(
     margin: int | Sequence[int] = 16,
     spacing: Sequence[float] | None = None,
     geodesic_backend: str = "fastgeodis",
+    lamb: float = 1.0,
 ) -> Refinement:
     """Refine ``label`` with the user's clicks, as DeepIGeoS' second stage, on the region of interest only.
 
@@ -102,6 +103,8 @@ def refine(
         margin: voxels of context around the box of label and clicks, per axis or one for all.
         spacing: voxel size per spatial axis for the geodesic maps (``None``: 1).
         geodesic_backend: the ``backend`` of :func:`common.transforms.geodesic_map`.
+        lamb: the ``lamb`` of :func:`common.transforms.geodesic_map`: 1 geodesic (DeepIGeoS), 0 Euclidean maps (the
+            ablation; an R-Net trained on the same kind of maps).
 
     Returns: :class:`Refinement` with ``(num_classes, *S)`` float32 probabilities on the device of ``image``.
 
@@ -134,7 +137,7 @@ def refine(
         lab = label[box].to(torch.float32)[None]
         t1 = _clock(device)
         seconds["crop"] = t1 - t0
-        maps = geodesic_map(img, sd, spacing=spacing, backend=geodesic_backend)
+        maps = geodesic_map(img, sd, spacing=spacing, lamb=lamb, backend=geodesic_backend)
         t2 = _clock(device)
         seconds["geodesic"] = t2 - t1
         logits = network(torch.cat([img, lab, maps])[None])

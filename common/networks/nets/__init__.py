@@ -2,5 +2,7 @@
 
 from __future__ import annotations
 
+from .crf_segmenter import CRFSegmenter
 from .pnet import PNet, rnet
+from .slicewise import SliceWise
 from .unet2d import UNet2d

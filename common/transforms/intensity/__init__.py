@@ -1,6 +1,6 @@
-"""Intensity transforms: per-slice z-scoring, per-channel percentile scaling."""
+"""Intensity transforms: per-slice z-scoring, z-scoring within a foreground."""
 
 from __future__ import annotations
 
-from .array import ZScoreSlices, zscore_slices
-from .dictionary import ZScoreSlicesd
+from .array import ZScoreForeground, ZScoreSlices, zscore_slices
+from .dictionary import ZScoreForegroundd, ZScoreSlicesd

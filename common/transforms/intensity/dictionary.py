@@ -7,9 +7,9 @@ from collections.abc import Hashable, Mapping
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform
 
-from common.transforms.intensity.array import ZScoreSlices
+from common.transforms.intensity.array import ZScoreForeground, ZScoreSlices
 
-__all__ = ["ZScoreSlicesd"]
+__all__ = ["ZScoreSlicesd", "ZScoreForegroundd"]
 
 
 class ZScoreSlicesd(MapTransform):
@@ -20,6 +20,29 @@ class ZScoreSlicesd(MapTransform):
     def __init__(self, keys: KeysCollection, eps: float = 1e-6, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.op = ZScoreSlices(eps)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d
+
+
+class ZScoreForegroundd(MapTransform):
+    """Dictionary twin of :class:`ZScoreForeground`."""
+
+    backend = ZScoreForeground.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        background: float = 0.0,
+        threshold: float = 0.0,
+        eps: float = 1e-6,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ZScoreForeground(background, threshold, eps)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -1,11 +1,11 @@
-"""common.data.splits: patient-level k-fold and train/val/test splits."""
+"""common.data.splits: patient-level k-fold and train/val/test splits, and the splits of a datalist with folds."""
 
 from __future__ import annotations
 
 import pytest
 from monai.data import partition_dataset
 
-from common.data import kfold_split, train_val_test_split
+from common.data import kfold_split, split_by_fold, train_val_test_split
 
 IDS = [f"p{i:03d}" for i in range(23)]
 
@@ -100,3 +100,39 @@ def test_three_way_split_is_seeded():
 def test_three_way_split_bad_arguments(ids, kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_val_test_split(ids, **kwargs)
+
+
+ITEMS = [{"case": f"c{i}", "fold": i % 5, "image": [f"c{i}.nii"]} for i in range(12)]
+
+
+def test_datalist_splits_by_fold_are_disjoint_and_cover_every_item():
+    test = split_by_fold(ITEMS, "test", test_fold=2, val_fold=4)
+    val = split_by_fold(ITEMS, "val", test_fold=2, val_fold=4)
+    train = split_by_fold(ITEMS, "train", test_fold=2, val_fold=4)
+    assert [d["case"] for d in test] == ["c2", "c7"] and [d["case"] for d in val] == ["c4", "c9"]
+    assert [d["case"] for d in train] == [f"c{i}" for i in range(12) if i % 5 not in (2, 4)]  # order kept
+    assert split_by_fold(ITEMS, "all") == ITEMS
+    test[0]["case"] = "changed"
+    assert ITEMS[2]["case"] == "c2"  # copies
+
+
+@pytest.mark.parametrize(
+    "items,kwargs,match",
+    [
+        (
+            ITEMS,
+            {"split": "validation"},
+            r"split: expected one of \('train', 'val', 'test', 'all'\), found 'validation'",
+        ),
+        (ITEMS, {"split": "test", "test_fold": 1, "val_fold": 1}, "test_fold, val_fold: expected different folds"),
+        ([{"case": "a", "fold": 0}, {"case": "b"}], {"split": "train"}, r"expected a 'fold' in every item.* \['b'\]"),
+        (
+            ITEMS,
+            {"split": "test", "test_fold": 7},
+            r"split 'test': expected at least one item .* folds \[0, 1, 2, 3, 4\]",
+        ),
+    ],
+)
+def test_datalist_split_errors(items, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        split_by_fold(items, **kwargs)

@@ -91,3 +91,17 @@ def test_checkpoint_loader_handler_gives_the_same_error(trained, tmp_path):
     torch.testing.assert_close(good.final_conv.weight, net.final_conv.weight)
     with pytest.raises(FileNotFoundError, match="none.pt: expected trained weights"):
         CheckedCheckpointLoader(str(tmp_path / "none.pt"), {"model": good})(Engine(lambda e, b: None))
+
+
+def test_prefix_loads_one_part_of_a_checkpoint(tmp_path):
+    whole = torch.nn.ModuleDict({"backbone": unet(SMALL), "crf": torch.nn.Linear(3, 2)})
+    path = tmp_path / "joint.pt"
+    torch.save(whole.state_dict(), path)
+    part = load_weights(torch.nn.Linear(3, 2), path, prefix="crf.")
+    torch.testing.assert_close(part.weight, whole["crf"].weight)
+    with pytest.raises(
+        ValueError, match=r"joint.pt: expected entries under 'head.', found only entries under \['backbone.', 'crf.'\]"
+    ):
+        load_weights(torch.nn.Linear(3, 2), path, prefix="head.")
+    with pytest.raises(ValueError, match="expected weights for Linear"):
+        load_weights(torch.nn.Linear(4, 2), path, prefix="crf.")

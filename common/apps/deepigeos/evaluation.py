@@ -1,0 +1,308 @@
+"""Interactive evaluation of DeepIGeoS on held-out cases: the automatic segmentations, then rounds of simulated clicks
+refined by R-Net, R-Net + CRF-Net(fu) and R-Net on Euclidean maps (the ablation), scored after every round."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+from monai.metrics import compute_dice
+from monai.utils.type_conversion import convert_to_tensor
+from torch import nn
+
+from common.apps.deepigeos.refinement import refine
+from common.apps.deepigeos.report import plot_dice_vs_clicks, summarise_rounds, write_reports
+from common.apps.deepigeos.samples import case_seed, image_spacing, segment
+from common.metrics.surface import surface_distances
+from common.networks.blocks import CRFNet
+from common.transforms import clicks_to_seeds, simulate_clicks
+
+__all__ = ["AUTOMATIC", "INTERACTIVE", "Round", "InteractiveEvaluation"]
+
+logger = logging.getLogger(__name__)
+
+AUTOMATIC = {"pnet": "P-Net", "pnet_crf": "P-Net + CRF-Net(f)"}
+"""The automatic methods (round 0) and their names in the tables."""
+
+INTERACTIVE = {
+    "rnet": "R-Net",
+    "rnet_crf": "R-Net + CRF-Net(fu)",
+    "rnet_euclidean": "R-Net, Euclidean maps",
+}
+"""The refinement methods and their names in the tables."""
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of :meth:`InteractiveEvaluation.simulate`: the label after it, the round's foreground and background
+    clicks ``(n, len(S))``, their count, the clicks so far, and the seconds of the refinement step."""
+
+    label: torch.Tensor
+    foreground: np.ndarray
+    background: np.ndarray
+    clicks: int
+    clicks_total: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Refiner:
+    key: str
+    network: nn.Module
+    crf: CRFNet | None
+    lamb: float
+
+
+def _dice(pred: torch.Tensor, label: torch.Tensor) -> float:
+    """Binary Dice of two label maps ``(*S)`` (foreground = non-zero), MONAI's ``compute_dice``; 1 when both are
+    empty."""
+    p, g = ((x != 0).float()[None, None] for x in (pred, label))
+    return float(compute_dice(p, g, ignore_empty=False))
+
+
+class InteractiveEvaluation:
+    """Dice and ASSD (mm) of the automatic segmentation and of each refinement method after every round of simulated
+    clicks, on held-out cases.
+
+    Per case: P-Net and P-Net + CRF-Net(f) segment the whole (preprocessed) image; the ``start`` one is the initial
+    segmentation the user refines. For each refinement method, ``rounds`` rounds follow: a round of clicks is
+    simulated on the errors of the current label (:func:`common.transforms.simulate_clicks`: the three orthogonal
+    slices with the most errors, the DeepIGeoS rule per error region, at most ``max_clicks``), added to the clicks of
+    the earlier rounds (a user's clicks stay), and :func:`~common.apps.deepigeos.refine` gives the new label from the
+    image, the label it refines and all clicks (geodesic maps on the box around label and clicks, the R-Net, and for
+    R-Net + CRF-Net(fu) the CRF with every click clamped). With ``refine_from="initial"`` (default) the label R-Net
+    refines is always the initial segmentation, as in DeepIGeoS (R-Net takes "the user interactions with the initial
+    segmentation") and as R-Net was trained; with ``"previous"`` it is the label of the round before. The clicks
+    of a round are drawn from a random state seeded by ``seed``, the case and the round, so round 1 gives every
+    method the same clicks. A round without clicks (no error region large enough) leaves the label as it is.
+
+    Methods: ``rnet`` (R-Net, geodesic maps), ``rnet_crf`` (the R-Net and CRF-Net(fu) trained jointly) and, when
+    ``rnet_euclidean`` is given, that R-Net (trained on Euclidean maps, ``lamb = 0``) with Euclidean maps.
+
+    Writes to ``output_dir`` (:func:`~common.apps.deepigeos.report.write_reports`): ``interactive_evaluation.csv``
+    (mean and sd over cases per method and round: clicks in the round, clicks so far, Dice, ASSD, seconds per
+    refinement step), ``interactive_evaluation_cases.csv`` (one row per case, method and round),
+    ``interactive_evaluation.md`` (the table, the settings and the orderings the method should show) and
+    ``dice_vs_clicks.png``.
+
+    Args:
+        data: preprocessed cases (e.g. a MONAI ``Dataset``): dicts with ``image`` ``(1, *S)`` normalised (a
+            MetaTensor gives the voxel size in mm), ``label`` ``(1, *S)`` 0/1, ``case`` (id), and ``refine_key``
+            when R-Net sees the image normalised otherwise.
+        pnet, pnet_crf: the automatic networks, ``(1, 1, *S) -> (1, 2, *S)`` logits / log-probabilities.
+        rnet: R-Net, ``(1, 4, *R) -> (1, 2, *R)`` logits.
+        rnet_crf: the jointly trained R-Net + CRF-Net(fu) (:class:`~common.networks.nets.CRFSegmenter`: its
+            ``backbone`` and ``crf`` are used).
+        output_dir: where the reports go.
+        rnet_euclidean: R-Net trained on Euclidean maps, or ``None`` (no ablation rows).
+        rounds: rounds of clicks.
+        start: ``"pnet_crf"`` or ``"pnet"``: the automatic label the refinement starts from.
+        refine_from: ``"initial"`` (the ``start`` label in every round) or ``"previous"`` (the last round's label).
+        margin, geodesic_backend: as in :func:`~common.apps.deepigeos.refine` (the values R-Net was trained with).
+        min_size, voxels_per_click, max_clicks: the click rule and the budget of a round.
+        inferer: how the automatic networks see a whole image (default: in one piece).
+        device: where the networks run; amp: bfloat16 autocast of the automatic networks on CUDA.
+        seed: base of the click seeds.
+        spacing: voxel size in mm; ``None``: each image's ``pixdim`` (else 1).
+        refine_key: the item's key of the image R-Net (and the geodesic maps) see, on the grid of ``image``
+            (``"image"``: the automatic networks' image).
+    """
+
+    def __init__(
+        self,
+        data: Iterable[Mapping],
+        pnet: nn.Module,
+        pnet_crf: nn.Module,
+        rnet: nn.Module,
+        rnet_crf: nn.Module,
+        output_dir: str | Path,
+        rnet_euclidean: nn.Module | None = None,
+        rounds: int = 5,
+        start: str = "pnet_crf",
+        refine_from: str = "initial",
+        margin: int | Sequence[int] = 16,
+        geodesic_backend: str = "fastgeodis",
+        min_size: int = 30,
+        voxels_per_click: int = 100,
+        max_clicks: int | None = 10,
+        inferer: Inferer | None = None,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        seed: int = 0,
+        spacing: Sequence[float] | None = None,
+        refine_key: str = "image",
+    ) -> None:
+        if rounds < 1:
+            raise ValueError(f"rounds: expected at least 1 round of clicks, found {rounds}")
+        if start not in AUTOMATIC:
+            raise ValueError(f"start: expected one of {list(AUTOMATIC)}, found {start!r}")
+        if refine_from not in ("initial", "previous"):
+            raise ValueError(f"refine_from: expected 'initial' or 'previous', found {refine_from!r}")
+        if not (hasattr(rnet_crf, "backbone") and isinstance(getattr(rnet_crf, "crf", None), CRFNet)):
+            raise ValueError(
+                f"rnet_crf: expected R-Net + CRF-Net(fu) as one module with .backbone and .crf (CRFSegmenter), found "
+                f"{type(rnet_crf).__name__}"
+            )
+        self.data = data
+        self.device = torch.device(device)
+        self.automatic = {"pnet": pnet.to(self.device).eval(), "pnet_crf": pnet_crf.to(self.device).eval()}
+        rnet_crf = rnet_crf.to(self.device).eval()
+        self.refiners = [
+            _Refiner("rnet", rnet.to(self.device).eval(), None, 1.0),
+            _Refiner("rnet_crf", rnet_crf.backbone, rnet_crf.crf, 1.0),
+        ]
+        if rnet_euclidean is not None:
+            self.refiners.append(_Refiner("rnet_euclidean", rnet_euclidean.to(self.device).eval(), None, 0.0))
+        self.output_dir = Path(output_dir)
+        self.rounds, self.start, self.refine_from, self.margin = int(rounds), start, refine_from, margin
+        self.geodesic_backend = geodesic_backend
+        self.min_size, self.voxels_per_click, self.max_clicks = min_size, voxels_per_click, max_clicks
+        self.inferer, self.amp, self.seed, self.spacing = inferer, amp, seed, spacing
+        self.refine_key = refine_key
+
+    def settings(self) -> dict[str, object]:
+        """What the table was made with (written into the markdown report)."""
+        return {
+            "rounds": self.rounds,
+            "start": AUTOMATIC[self.start],
+            "refine_from": self.refine_from,
+            "min_size": self.min_size,
+            "voxels_per_click": self.voxels_per_click,
+            "max_clicks": self.max_clicks,
+            "margin": self.margin,
+            "geodesic_backend": self.geodesic_backend,
+            "seed": self.seed,
+        }
+
+    def _scores(self, pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float]) -> dict[str, object]:
+        surface = surface_distances(pred[None, None], label[None, None], spacing, include_background=True)
+        return {
+            "dice": _dice(pred, label),
+            "assd_mm": float(surface.assd[0, 0]),
+            "pred_voxels": int((pred != 0).sum()),
+            "label_voxels": int((label != 0).sum()),
+        }
+
+    def _case(self, item: Mapping) -> list[dict]:
+        required = list(dict.fromkeys(["image", "label", "case", self.refine_key]))
+        if any(k not in item for k in required):
+            raise KeyError(f"data: expected items with the keys {required}, found {sorted(item)}")
+        case = str(item["case"])
+        spacing = image_spacing(item["image"], self.spacing)
+        image = convert_to_tensor(item["image"], dtype=torch.float32, track_meta=False).to(self.device)
+        refine_image = convert_to_tensor(item[self.refine_key], dtype=torch.float32, track_meta=False)
+        if refine_image.shape != image.shape:
+            raise ValueError(
+                f"data: expected '{self.refine_key}' on the grid of 'image' {tuple(image.shape)}, found "
+                f"{tuple(refine_image.shape)} (case {case})"
+            )
+        label = convert_to_tensor(item["label"], track_meta=False)[0].cpu() != 0
+        rows = []
+        labels = {}
+        for key, net in self.automatic.items():
+            t0 = time.perf_counter()
+            labels[key] = segment(net, image, self.inferer, self.device, self.amp)
+            rows.append(
+                {"case": case, "method": AUTOMATIC[key], "round": 0, "clicks": 0, "clicks_total": 0}
+                | self._scores(labels[key], label, spacing)
+                | {"seconds": time.perf_counter() - t0}
+            )
+        for refiner in self.refiners:
+            steps = self.simulate(refiner.key, refine_image, label, labels[self.start], case, spacing)
+            for r, step in enumerate(steps, 1):
+                rows.append(
+                    {"case": case, "method": INTERACTIVE[refiner.key], "round": r, "clicks": step.clicks}
+                    | {"clicks_total": step.clicks_total}
+                    | self._scores(step.label, label, spacing)
+                    | {"seconds": step.seconds}
+                )
+        return rows
+
+    def simulate(
+        self,
+        method: str,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        start: torch.Tensor,
+        case: str,
+        spacing: Sequence[float] | None = None,
+    ) -> list[Round]:
+        """The rounds of one refinement method on one case.
+
+        Args:
+            method: a key of :data:`INTERACTIVE` among the methods evaluated.
+            image: ``(1, *S)`` the image R-Net sees; label: ``(*S)`` ground truth; start: ``(*S)`` the automatic label.
+            case: the case id the clicks are seeded with (with :attr:`seed` and the round).
+            spacing: voxel size for the maps (``None``: 1).
+
+        Returns: one :class:`Round` per round: the label after it (``(*S)`` int64, CPU), its new clicks and their
+        count, the count so far, and the seconds of the refinement step (0 for a round without clicks).
+        """
+        refiner = next((r for r in self.refiners if r.key == method), None)
+        if refiner is None:
+            raise ValueError(f"method: expected one of {[r.key for r in self.refiners]}, found {method!r}")
+        image = convert_to_tensor(image, dtype=torch.float32, track_meta=False).to(self.device)
+        label = convert_to_tensor(label, track_meta=False).cpu() != 0
+        initial = convert_to_tensor(start, track_meta=False).cpu().long()
+        current = initial
+        seeds = np.zeros((2, *label.shape), dtype=np.float32)
+        total = 0
+        out = []
+        for r in range(1, self.rounds + 1):
+            rng = np.random.RandomState(case_seed(self.seed, case, r))
+            fg, bg = simulate_clicks(
+                current.numpy() != 0,
+                label.numpy(),
+                rng,
+                self.min_size,
+                self.voxels_per_click,
+                max_clicks=self.max_clicks,
+            )
+            total += len(fg) + len(bg)
+            seconds = 0.0
+            if len(fg) + len(bg):
+                seeds = np.maximum(seeds, clicks_to_seeds(fg, bg, tuple(label.shape)))
+                step = refine(
+                    image,
+                    initial if self.refine_from == "initial" else current,
+                    torch.from_numpy(seeds),
+                    refiner.network,
+                    2,
+                    crf=refiner.crf,
+                    margin=self.margin,
+                    spacing=spacing,
+                    geodesic_backend=self.geodesic_backend,
+                    lamb=refiner.lamb,
+                )
+                current = step.probabilities.argmax(0).cpu()
+                seconds = sum(step.seconds.values())
+            out.append(Round(current, fg, bg, len(fg) + len(bg), total, seconds))
+        return out
+
+    def run(self) -> list[dict]:
+        """Evaluate every case and write the reports; returns the summary rows (as in the CSV)."""
+        t0 = time.perf_counter()
+        rows = []
+        for item in self.data:
+            case_rows = self._case(item)
+            rows += case_rows
+            last = {r["method"]: r for r in case_rows}
+            logger.info(
+                "%s: %s",
+                case_rows[0]["case"],
+                ", ".join(f"{m} Dice {r['dice']:.4f} ({r['clicks_total']} clicks)" for m, r in last.items()),
+            )
+        if not rows:
+            raise ValueError("data: expected at least one test case, found none")
+        summary = summarise_rounds(rows)
+        methods = [AUTOMATIC[k] for k in AUTOMATIC] + [INTERACTIVE[r.key] for r in self.refiners]
+        write_reports(self.output_dir, summary, rows, methods, self.settings())
+        plot_dice_vs_clicks(summary, methods, self.output_dir / "dice_vs_clicks.png", AUTOMATIC[self.start])
+        logger.info("interactive evaluation done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
+        return summary

@@ -1,0 +1,160 @@
+"""InteractiveEvaluation: rounds of simulated clicks per method (the same first-round clicks for every method,
+clicks accumulating, CRF-Net(fu) keeping every clicked voxel), scores against an independent Dice, the reports it
+writes, and errors."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from common.apps.deepigeos import InteractiveEvaluation, segment
+from common.networks.blocks import CRFNet
+from common.networks.nets import CRFSegmenter, PNet, rnet
+
+SMALL = {"features": (4, 4, 4, 4, 4), "compress": 2, "head_channels": 4}
+RULE = {"min_size": 4, "voxels_per_click": 20, "max_clicks": 5}
+
+
+def networks() -> dict:
+    torch.manual_seed(0)
+    return {
+        "pnet": PNet(3, **SMALL),
+        "pnet_crf": CRFSegmenter(PNet(3, **SMALL), CRFNet(3, 2, 1, window=3, iterations=2)),
+        "rnet": rnet(3, **SMALL),
+        "rnet_crf": CRFSegmenter(rnet(3, **SMALL), CRFNet(3, 2, 1, window=3, iterations=2)),
+        "rnet_euclidean": rnet(3, **SMALL),
+    }
+
+
+def cases() -> list[dict]:
+    out = []
+    for k in range(2):
+        rng = np.random.default_rng(k)
+        truth = np.zeros((20, 22, 16), np.float32)
+        truth[5 + k : 13, 6:15, 4:12] = 1
+        image = (truth * 2 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+        out.append(
+            {
+                "image": MetaTensor(
+                    torch.from_numpy(image)[None], affine=torch.diag(torch.tensor([1.0, 1.0, 2.0, 1.0]))
+                ),
+                "label": torch.from_numpy(truth)[None],
+                "case": f"case{k}",
+            }
+        )
+    return out
+
+
+def evaluation(tmp_path, **kwargs) -> InteractiveEvaluation:
+    return InteractiveEvaluation(
+        cases(), output_dir=tmp_path, **{"rounds": 3, "margin": 3, **RULE, **networks(), **kwargs}
+    )
+
+
+def test_rounds_share_first_clicks_accumulate_and_crf_keeps_every_click(tmp_path) -> None:
+    ev = evaluation(tmp_path)
+    item = cases()[0]
+    image, label = item["image"], item["label"][0]
+    start = segment(ev.automatic["pnet_crf"], image)
+    runs = {m: ev.simulate(m, image, label, start, "case0") for m in ("rnet", "rnet_crf", "rnet_euclidean")}
+    first = [(r[0].foreground.tolist(), r[0].background.tolist()) for r in runs.values()]
+    assert first[0] == first[1] == first[2] and runs["rnet"][0].clicks > 0  # same start, same seed: same clicks
+    for steps in runs.values():
+        assert [s.clicks_total for s in steps] == list(np.cumsum([s.clicks for s in steps]))
+        assert all(s.clicks <= RULE["max_clicks"] for s in steps)
+    clicked_fg, clicked_bg = [], []
+    for step in runs["rnet_crf"]:  # CRF-Net(fu) clamps every click of this and the earlier rounds
+        clicked_fg += step.foreground.tolist()
+        clicked_bg += step.background.tolist()
+        assert all(step.label[tuple(p)] == 1 for p in clicked_fg) and all(step.label[tuple(p)] == 0 for p in clicked_bg)
+    assert all(label[tuple(p)] == 1 for p in clicked_fg) and all(label[tuple(p)] == 0 for p in clicked_bg)
+
+
+def test_reports_hold_every_method_and_round_with_independent_dice(tmp_path) -> None:
+    ev = evaluation(tmp_path)
+    summary = ev.run()
+    names = ["P-Net", "P-Net + CRF-Net(f)", "R-Net", "R-Net + CRF-Net(fu)", "R-Net, Euclidean maps"]
+    assert [(r["method"], r["round"]) for r in summary] == [(n, 0) for n in names[:2]] + [
+        (n, r) for n in names[2:] for r in (1, 2, 3)
+    ]
+    rows = list(csv.DictReader(open(tmp_path / "interactive_evaluation_cases.csv")))
+    assert len(rows) == 2 * (2 + 3 * 3)
+    item = cases()[1]
+    start = segment(ev.automatic["pnet_crf"], item["image"])
+    steps = ev.simulate("rnet", item["image"], item["label"][0], start, "case1")
+    for r, step in enumerate(steps, 1):
+        row = next(x for x in rows if x["case"] == "case1" and x["method"] == "R-Net" and x["round"] == str(r))
+        pred, truth = step.label.numpy() != 0, item["label"][0].numpy() != 0  # brute force: 2|P & G| / (|P| + |G|)
+        expected = 2.0 * np.logical_and(pred, truth).sum() / (pred.sum() + truth.sum())
+        assert float(row["dice"]) == pytest.approx(float(expected), abs=1e-6)
+        assert int(row["clicks"]) == step.clicks and int(row["clicks_total"]) == step.clicks_total
+    for key in ("dice_mean", "clicks_mean", "clicks_total_mean"):
+        mean = np.mean([float(x[key[: -len("_mean")]]) for x in rows if x["method"] == "R-Net" and x["round"] == "2"])
+        assert float(next(s for s in summary if s["method"] == "R-Net" and s["round"] == 2)[key]) == pytest.approx(mean)
+    md = (tmp_path / "interactive_evaluation.md").read_text()
+    assert "| R-Net + CRF-Net(fu) | 3 |" in md and "Orderings (mean Dice):" in md and "max_clicks 5" in md
+    assert (tmp_path / "dice_vs_clicks.png").stat().st_size > 1000
+    assert (tmp_path / "interactive_evaluation.csv").is_file()
+
+
+def test_without_euclidean_r_net_there_are_no_ablation_rows(tmp_path) -> None:
+    nets = networks()
+    del nets["rnet_euclidean"]
+    ev = InteractiveEvaluation(cases()[:1], output_dir=tmp_path, rounds=1, margin=3, start="pnet", **RULE, **nets)
+    methods = {r["method"] for r in ev.run()}
+    assert "R-Net, Euclidean maps" not in methods and "R-Net" in methods
+
+
+def test_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="rounds: expected at least 1"):
+        evaluation(tmp_path, rounds=0)
+    with pytest.raises(ValueError, match=r"start: expected one of \['pnet', 'pnet_crf'\]"):
+        evaluation(tmp_path, start="rnet")
+    nets = networks()
+    nets["rnet_crf"] = rnet(3, **SMALL)
+    with pytest.raises(ValueError, match="rnet_crf: expected R-Net \\+ CRF-Net\\(fu\\) as one module"):
+        InteractiveEvaluation(cases(), output_dir=tmp_path, **nets)
+    ev = evaluation(tmp_path)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        ev.simulate("pnet", cases()[0]["image"], cases()[0]["label"][0], cases()[0]["label"][0], "case0")
+    ev.data = [{"image": cases()[0]["image"], "label": cases()[0]["label"]}]
+    with pytest.raises(
+        KeyError, match=r"data: expected items with the keys \['image', 'label', 'case'\], found \['image', 'label'\]"
+    ):
+        ev.run()
+
+
+class Recorder(torch.nn.Module):
+    """Stands in for R-Net: keeps its inputs, answers 'tumour' everywhere in the box."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return torch.cat([torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])], 1)
+
+
+@pytest.mark.parametrize("refine_from", ["initial", "previous"])
+def test_r_net_refines_the_initial_label_or_the_previous_one(tmp_path, refine_from) -> None:
+    nets = networks()
+    nets["rnet"] = Recorder()
+    ev = InteractiveEvaluation(
+        cases(), output_dir=tmp_path, rounds=3, margin=3, refine_from=refine_from, **RULE, **nets
+    )
+    item = cases()[0]
+    start = torch.zeros(20, 22, 16, dtype=torch.long)
+    start[6:10, 8:12, 5:9] = 1  # misses most of the tumour: clicks in every round
+    steps = ev.simulate("rnet", item["image"], item["label"][0], start, "case0")
+    seen = nets["rnet"].seen
+    assert len(seen) == sum(s.clicks > 0 for s in steps) >= 2
+    label_channel = [x[0, 1].sum().item() for x in seen]
+    if refine_from == "initial":  # always the initial segmentation (its voxels lie inside every box)
+        assert label_channel == [float(start.sum())] * len(seen)
+    else:  # the label of the round before: everything in the first box became tumour
+        assert label_channel[1] > label_channel[0]
