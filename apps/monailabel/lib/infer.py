@@ -43,6 +43,11 @@ class _Reloading:
         self._cached: tuple[int, Any] | None = None
         self._lock = threading.Lock()
 
+    @property
+    def mtime(self) -> int | None:
+        """The modification time (ns) of the file last loaded (None before the first load)."""
+        return None if self._cached is None else self._cached[0]
+
     def get(self) -> Any:
         with self._lock:
             mtime = os.stat(self.path()).st_mtime_ns
@@ -98,8 +103,10 @@ class BundleSegmentation(BasicInferTask):
         return self._net.get()
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
-        """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid."""
-        return write_label(data["pred"][0], data["image_path"]), {}
+        """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON names the weights file and its
+        modification time (ns), which change when a train task has replaced the weights."""
+        path = self.model.weights()
+        return write_label(data["pred"][0], data["image_path"]), {"weights": str(path), "weights_mtime_ns": self._net.mtime}
 
     def segment(self, image_path: str, device: str) -> torch.Tensor:
         """The automatic label of the image at ``image_path``: ``(*S)`` uint8 on its grid."""
