@@ -66,7 +66,7 @@ def start_server(bundles: Path, studies: Path, extra: dict, log: Path, timeout: 
     cmd = [
         _require_monailabel(), "start_server", "--app", str(REPO / "apps" / "monailabel"), "--studies", str(studies),
         "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "bundles_dir", str(bundles), "--conf", "extra_configs", json.dumps(extra), "--conf", "device", "cpu",
+        "--conf", "bundles_dir", str(bundles), "--conf", "extra_configs", json.dumps(extra, separators=(",", ":")), "--conf", "device", "cpu",
     ]  # fmt: skip
     env = {  # the monailabel script runs the `python` of PATH: this environment's
         **os.environ,

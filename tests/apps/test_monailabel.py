@@ -79,18 +79,19 @@ def test_clicks_refine_the_current_label(served):
     auto, _ = infer(served, "deepigeos_brats", image)
     np.testing.assert_array_equal(np.asarray(start.dataobj), np.asarray(auto.dataobj))  # P-Net's label at first
     label0 = np.asarray(start.dataobj)
-    missed = np.argwhere((label0 == 0) & (flair > np.percentile(flair[flair > 0], 90)))  # bright: tumour-like
-    fg = missed[len(missed) // 2].tolist()
-    label1, result = infer(served, "deepigeos_brats_refine", image, {"foreground": [fg]})
+    brain = flair > 0
+    positives = np.argwhere((label0 == 1) & brain)
+    bg = positives[len(positives) // 2].tolist() if len(positives) else np.argwhere(brain)[0].tolist()
+    label1, result = infer(served, "deepigeos_brats_refine", image, {"background": [bg]})
     label1 = np.asarray(label1.dataobj)
     assert result["start"] == "refinement"
-    assert label1[tuple(fg)] == 1, "the foreground click must end as foreground"
-    positives = np.argwhere(label1 == 1)
-    bg = positives[np.abs(positives - fg).sum(1).argmax()].tolist()  # the foreground voxel farthest from the click
+    assert label1[tuple(bg)] == 0, "the background click must remove the false positive"
+    missed = np.argwhere((label1 == 0) & brain)
+    fg = missed[np.abs(missed - bg).sum(1).argmax()].tolist()  # a missed brain voxel far from the background click
     label2, _ = infer(served, "deepigeos_brats_refine", image, {"foreground": [fg], "background": [bg]})
     label2 = np.asarray(label2.dataobj)
-    assert label2[tuple(bg)] == 0, "the background click must remove the false positive"
-    assert label2[tuple(fg)] == 1
+    assert label2[tuple(fg)] == 1, "the foreground click must end as foreground"
+    assert label2[tuple(bg)] == 0
     assert label2.shape == flair.shape
     again, result = infer(served, "deepigeos_brats_refine", image, {"reset": True})  # back to P-Net's label
     assert result["start"] == "automatic"

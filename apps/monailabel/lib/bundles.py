@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged, SaveImaged
@@ -65,6 +66,12 @@ class BundleEntry:
     load: Callable[[], Sequence[Callable]] | None = None
     train_items: Callable[[Sequence[dict]], tuple[list[dict], list[dict]]] | None = None
     refine: bool = False
+    channels: int = 1
+
+    def accepts(self, image: str) -> bool:
+        """Whether a datastore image has this bundle's channels (a 3D NIfTI: 1; a 4D one: its last axis)."""
+        shape = nib.load(image).shape
+        return (shape[3] if len(shape) == 4 else 1) == self.channels
 
 
 def _files(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -87,6 +94,7 @@ BUNDLES: dict[str, BundleEntry] = {
             "unet_lgg",
             load=lambda: [LoadImaged("image", ensure_channel_first=True, image_only=True)],
             train_items=_lgg,
+            channels=3,
         ),
         BundleEntry("deepigeos_brats", overrides={"use_crf": False}, train_items=_files, refine=True),
     ]

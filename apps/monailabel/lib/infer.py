@@ -151,6 +151,14 @@ class DeepIGeoSRefinement(BasicInferTask):
     def is_valid(self) -> bool:
         return os.path.isfile(self._refine.path())
 
+    def pre_transforms(self, data: Mapping[str, Any] | None = None) -> Sequence:
+        """None: :meth:`__call__` runs the bundle's ``refine`` (which preprocesses the image itself)."""
+        return []
+
+    def post_transforms(self, data: Mapping[str, Any] | None = None) -> Sequence:
+        """None: ``refine`` returns the label on the input grid."""
+        return []
+
     def _lock(self, key: str) -> threading.Lock:
         with self._state_lock:
             return self._locks.setdefault(key, threading.Lock())
