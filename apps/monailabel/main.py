@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 from fastapi import HTTPException
+from lib import BUNDLES, BadRequest, BundleModel, BundleSegmentation, BundleTrain, DeepIGeoSRefinement
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
-
-from lib import BUNDLES, BadRequest, BundleModel, BundleSegmentation, BundleTrain, DeepIGeoSRefinement
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +44,7 @@ class BundlesApp(MONAILabelApp):
             raise ValueError(f"conf bundles: expected names among {sorted(BUNDLES)}, found {unknown}")
         extra = json.loads(conf.get("extra_configs", "{}"))
         self.device = torch.device(conf.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
-        self.models = {
-            n: BundleModel(BUNDLES[n], self.bundles_dir / n, extra.get(n, []), self.device) for n in names
-        }
+        self.models = {n: BundleModel(BUNDLES[n], self.bundles_dir / n, extra.get(n, []), self.device) for n in names}
         self.extra = extra
         super().__init__(
             app_dir=app_dir,
@@ -65,7 +62,10 @@ class BundlesApp(MONAILabelApp):
             if not weights.is_file():
                 logger.warning(
                     "skipping bundle %s: no weights at %s (train it first: python -m monai.bundle run training "
-                    "--config_file %s/configs/train.json)", name, weights, model.root,
+                    "--config_file %s/configs/train.json)",
+                    name,
+                    weights,
+                    model.root,
                 )
                 continue
             infers[name] = BundleSegmentation(model)

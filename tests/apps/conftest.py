@@ -60,7 +60,9 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
     return {"igs_acdc": "acdc_case", "deepigeos_brats": "brats_case", "unet_lgg": lgg.name[: -len(".nii.gz")]}
 
 
-def start_server(bundles: Path, studies: Path, extra: dict, log: Path, timeout: float = 240.0) -> tuple[str, subprocess.Popen]:
+def start_server(
+    bundles: Path, studies: Path, extra: dict, log: Path, timeout: float = 240.0
+) -> tuple[str, subprocess.Popen]:
     """``monailabel start_server`` on 127.0.0.1 and a free port, polled with ``GET /info/`` until it answers."""
     port = _free_port()
     cmd = [

@@ -106,7 +106,10 @@ class BundleSegmentation(BasicInferTask):
         """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON names the weights file and its
         modification time (ns), which change when a train task has replaced the weights."""
         path = self.model.weights()
-        return write_label(data["pred"][0], data["image_path"]), {"weights": str(path), "weights_mtime_ns": self._net.mtime}
+        return write_label(data["pred"][0], data["image_path"]), {
+            "weights": str(path),
+            "weights_mtime_ns": self._net.mtime,
+        }
 
     def segment(self, image_path: str, device: str) -> torch.Tensor:
         """The automatic label of the image at ``image_path``: ``(*S)`` uint8 on its grid."""

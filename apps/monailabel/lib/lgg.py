@@ -37,7 +37,9 @@ def lgg_training_items(image: str | Path, label: str | Path) -> tuple[list[dict]
     volume = np.moveaxis(np.asarray(nib.load(image).dataobj, dtype=np.float32), -1, 0)
     mask = np.asarray(nib.load(label).dataobj)
     if volume.shape[0] != 3 or mask.shape != volume.shape[1:]:
-        raise ValueError(f"{image}, {label}: expected (S, S, D, 3) and (S, S, D), found {volume.shape} and {mask.shape}")
+        raise ValueError(
+            f"{image}, {label}: expected (S, S, D, 3) and (S, S, D), found {volume.shape} and {mask.shape}"
+        )
     mask = (mask > 0).astype(np.uint8)[None]
     slices = [
         {"image": np.ascontiguousarray(volume[..., k]), "label": np.ascontiguousarray(mask[..., k])}

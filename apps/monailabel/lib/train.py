@@ -67,7 +67,9 @@ class BundleTrain(TrainTask):
         epochs = request.get("max_epochs", 1)
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise BadRequest(f"params.max_epochs: expected an integer >= 1, found {epochs!r}")
-        items = [i for i in datastore.datalist() if self.entry.accepts(i["image"])]  # the datastore holds every bundle's
+        items = [
+            i for i in datastore.datalist() if self.entry.accepts(i["image"])
+        ]  # the datastore holds every bundle's
         if not items:
             raise BadRequest(f"{self.entry.name}: expected images with a final label in the datastore, found none")
         train, val = self.entry.train_items(items)
