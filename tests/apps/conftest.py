@@ -70,7 +70,7 @@ def start_server(
         "--host", "127.0.0.1", "--port", str(port),
         "--conf", "bundles_dir", str(bundles), "--conf", "extra_configs", json.dumps(extra, separators=(",", ":")), "--conf", "device", "cpu",
     ]  # fmt: skip
-    env = {  # the monailabel script runs the `python` of PATH: this environment's
+    env = {  # monailabel runs the `python` of PATH
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
