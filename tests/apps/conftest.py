@@ -68,7 +68,8 @@ def start_server(
     cmd = [
         _require_monailabel(), "start_server", "--app", str(REPO / "apps" / "monailabel"), "--studies", str(studies),
         "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "bundles_dir", str(bundles), "--conf", "extra_configs", json.dumps(extra, separators=(",", ":")), "--conf", "device", "cpu",
+        "--conf", "bundles_dir", str(bundles), "--conf", "device", "cpu",
+        "--conf", "extra_configs", json.dumps(extra, separators=(",", ":")),  # compact: the script splits on spaces
     ]  # fmt: skip
     env = {  # monailabel runs the `python` of PATH
         **os.environ,
