@@ -14,6 +14,7 @@ from torch import nn
 
 from common.networks.weights import unwrap_parallel, write_model_info
 from common.utils.atomic_io import atomic_path
+from common.utils.fingerprint import as_fingerprint, check_fingerprint
 
 __all__ = ["AtomicCheckpointSaver"]
 
@@ -42,6 +43,10 @@ class AtomicCheckpointSaver:
         settings: config values the saved network was built with (``{"image_size": 256, "unet_features": [...]}``);
             when given, each save also writes ``<save_path>.json`` (:func:`common.networks.weights.write_model_info`)
             so that loading the weights into another configuration says which overrides to pass.
+        fingerprint: with ``key_metric`` False, the settings the run's state depends on (network, optimiser, data
+            split, ...; JSON values), stored in each checkpoint; a resume from a checkpoint made with other values (or
+            without any) is refused with an error naming each difference (``max_epochs`` is not part of it: a run
+            may be extended).
 
     The handler has its own ``state_dict`` (the best key metric), so listing it in a trainer checkpoint keeps "best"
     right across a resume. Under ``torch.distributed`` every process tracks "best" and resumes (so all ranks continue
@@ -56,6 +61,7 @@ class AtomicCheckpointSaver:
         interval: int = 1,
         resume: bool = False,
         settings: Mapping[str, Any] | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> None:
         if not save_dict:
             raise ValueError("save_dict: expected at least one object to save, found none")
@@ -67,6 +73,7 @@ class AtomicCheckpointSaver:
         self.interval = interval
         self.resume = resume and not key_metric
         self.settings = None if settings is None else dict(settings)
+        self.fingerprint = None if fingerprint is None or key_metric else as_fingerprint(fingerprint)
         self.best = float("-inf")
 
     def attach(self, engine: Engine) -> None:
@@ -87,6 +94,13 @@ class AtomicCheckpointSaver:
                 f"{self.save_path}: expected a training checkpoint to resume from, found unreadable "
                 f"content ({e}); delete it to start afresh"
             ) from e
+        if self.fingerprint is not None:
+            check_fingerprint(
+                states.get("fingerprint"),
+                self.fingerprint,
+                self.save_path,
+                remedy="delete it to train afresh with these settings, or pass the settings it was made with",
+            )
         for name, obj in self.save_dict.items():
             unwrap_parallel(obj).load_state_dict(states[name])
         max_epochs = engine.state.max_epochs  # the current run's setting wins over the saved one
@@ -109,6 +123,8 @@ class AtomicCheckpointSaver:
         states = {name: unwrap_parallel(obj).state_dict() for name, obj in self.save_dict.items()}
         if engine is not None:
             states["engine"] = engine.state_dict()
+            if self.fingerprint is not None:
+                states["fingerprint"] = self.fingerprint
         obj = next(iter(states.values())) if len(states) == 1 else states
         with atomic_path(self.save_path) as tmp:
             torch.save(obj, tmp)

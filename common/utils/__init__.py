@@ -1,7 +1,8 @@
-"""Utilities: atomic file writes, centred FFTs, NaN-aware statistics."""
+"""Utilities: atomic file writes, centred FFTs, NaN-aware statistics, settings fingerprints of saved state."""
 
 from __future__ import annotations
 
 from .atomic_io import atomic_path, save_figure
 from .fft import fft2c, fftc, ifft2c, ifftc
+from .fingerprint import as_fingerprint, check_fingerprint
 from .stats import nanmean

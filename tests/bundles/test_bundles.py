@@ -179,3 +179,18 @@ def test_training_resumes_after_kill(bundle, bundle_data, tmp_path):
         assert f"resumed from {last} at epoch {done}" in r.stdout + r.stderr
     final = torch.load(last, map_location="cpu", weights_only=False)["engine"]
     assert final["iteration"] == 4 * final["epoch_length"]
+    # state made with other settings is refused, naming them, and left as it was
+    cmd = bundle_command(
+        root,
+        files,
+        "--dataset_dir",
+        str(bundle_data(bundle)),
+        "--epochs",
+        "5",
+        "--learning_rate",
+        "0.123",
+        run_id="training",
+    )
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode != 0 and f"{last}: made with other settings (learning_rate: expected 0.123, found" in r.stderr
+    assert torch.load(last, map_location="cpu", weights_only=False)["engine"] == final

@@ -4,7 +4,6 @@ resumed search or a comparison never mixes state made with other settings."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from common.utils.fingerprint import as_fingerprint
+from common.utils.fingerprint import check_fingerprint as check_settings
 
 __all__ = ["weights_digest", "data_digest", "acquisition_settings", "search_fingerprint", "check_fingerprint"]
 
@@ -56,26 +58,18 @@ def acquisition_settings(
 def search_fingerprint(network: nn.Module, data: Sequence[Mapping], **settings: Any) -> dict[str, Any]:
     """``{"weights": ..., "data": ..., **settings}`` with JSON-serialisable ``settings`` (loss, forward model, start,
     lines per iteration, ...): what a search state and the patterns it writes are stamped with."""
-    return json.loads(json.dumps({"weights": weights_digest(network), "data": data_digest(data), **settings}))
+    return as_fingerprint({"weights": weights_digest(network), "data": data_digest(data), **settings})
 
 
 def check_fingerprint(
     found: Mapping[str, Any] | None, expected: Mapping[str, Any], source: str | Path, keys: Sequence[str] | None = None
 ) -> None:
-    """Raise ``ValueError`` naming ``source`` and every differing entry when ``found`` (read from a state or pattern
-    file) does not match ``expected`` on ``keys`` (all of ``expected`` by default). ``found`` None (a file written
-    before fingerprints existed) is refused too."""
-    keys = list(expected) if keys is None else list(keys)
-    if found is None:
-        raise ValueError(
-            f"{source}: expected a fingerprint of the settings it was made with ({', '.join(keys)}), found none; "
-            "delete it (and the patterns written with it) to search again"
-        )
-    diff = [
-        f"{k}: expected {expected.get(k)!r}, found {found.get(k)!r}" for k in keys if found.get(k) != expected.get(k)
-    ]
-    if diff:
-        raise ValueError(
-            f"{source}: made with other settings ({'; '.join(diff)}); delete it (and the patterns written with it) "
-            "to search again with these settings, or use the settings it was made with"
-        )
+    """:func:`common.utils.check_fingerprint` for a search state or pattern file (the remedy names the patterns)."""
+    check_settings(
+        found,
+        expected,
+        source,
+        keys,
+        remedy="delete it (and the patterns written with it) to search again with these settings, or use the "
+        "settings it was made with",
+    )

@@ -122,6 +122,34 @@ def test_resume_restores_network_optimizer_and_epoch(tmp_path):
     assert torch.load(path, weights_only=False)["engine"]["iteration"] == 4 * len(DATA)
 
 
+def test_resume_checks_the_fingerprint_of_the_settings(tmp_path):
+    path = tmp_path / "checkpoint_last.pt"
+    settings = {"learning_rate": 0.1, "features": (4, 8), "dataset_dir": "data/x"}
+
+    def run(fingerprint, max_epochs):
+        net, opt = fresh()
+        engine = trainer(net, opt)
+        AtomicCheckpointSaver(path, {"network": net, "optimizer": opt}, resume=True, fingerprint=fingerprint).attach(
+            engine
+        )
+        engine.run(DATA, max_epochs=max_epochs)
+        return engine
+
+    run(settings, 1)
+    assert torch.load(path, weights_only=False)["fingerprint"] == {**settings, "features": [4, 8]}  # JSON values
+    assert run(settings, 2).state.epoch == 2  # the same settings (tuples read back as lists) resume
+    with pytest.raises(ValueError) as e:
+        run({**settings, "learning_rate": 0.01, "dataset_dir": "data/y"}, 3)
+    msg = str(e.value)
+    assert str(path) in msg and "learning_rate: expected 0.01, found 0.1" in msg and "dataset_dir" in msg
+    assert "features" not in msg and "delete it" in msg
+    assert torch.load(path, weights_only=False)["engine"]["iteration"] == 2 * len(DATA)  # the refused run wrote nothing
+    net, opt = fresh()
+    AtomicCheckpointSaver(path, {"network": net, "optimizer": opt}).save(trainer(net, opt))  # no fingerprint
+    with pytest.raises(ValueError, match="expected a fingerprint of the settings"):
+        run(settings, 3)
+
+
 def test_best_metric_saver_saves_on_improvement_and_keeps_best_across_resume(tmp_path):
     net, _ = fresh()
     best = AtomicCheckpointSaver(tmp_path / "model.pt", {"model": net}, key_metric=True, settings={"features": 4})
