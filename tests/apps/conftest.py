@@ -1,34 +1,28 @@
-"""A MONAI Label server on the tiny trained bundles: the bundles' own fixtures train them (tests/bundles/conftest.py),
+"""A MONAI Label server on the tiny trained bundles: the shared fixtures train them (tests/conftest.py),
 the DeepIGeoS refinement stages are trained on top, and ``monailabel start_server`` serves them on a free port."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.bundles.conftest import REPO, SPECS, bundle_data, run_bundle, trained_bundle  # noqa: F401 (fixtures)
+from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
+from tests.bundles.conftest import SPECS, run_bundle
 
 REFINE_STAGES = (["train.json", "train_pnet_crf.json"], ["train.json", "train_rnet.json"])
 REFINE_STAGES += (["train.json", "train_rnet.json", "train_rnet_crf.json"],)
 
 
-def _require_monailabel() -> str:
-    """The ``monailabel`` command of this interpreter's environment; fails (not skips) when it is missing."""
-    exe = Path(sys.executable).with_name("monailabel")
-    if not exe.is_file():
-        pytest.fail(f"MONAI Label is not installed in {sys.prefix} (expected {exe}): run bash scripts/install.sh")
-    return str(exe)
+def _require_monailabel() -> None:
+    """Fail (not skip) when MONAI Label is missing: CI installs it with scripts/install.sh."""
+    try:
+        monailabel_command()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
 
 
 @dataclass(frozen=True)
@@ -39,12 +33,6 @@ class Served:
     images: dict[str, str]  # bundle -> the image id of its case in the datastore
     log: Path
     process: subprocess.Popen
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
@@ -60,52 +48,8 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
     return {"igs_acdc": "acdc_case", "deepigeos_brats": "brats_case", "unet_lgg": lgg.name[: -len(".nii.gz")]}
 
 
-def start_server(
-    bundles: Path, studies: Path, extra: dict, log: Path, timeout: float = 240.0
-) -> tuple[str, subprocess.Popen]:
-    """``monailabel start_server`` on 127.0.0.1 and a free port, polled with ``GET /info/`` until it answers."""
-    port = _free_port()
-    cmd = [
-        _require_monailabel(), "start_server", "--app", str(REPO / "apps" / "monailabel"), "--studies", str(studies),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "bundles_dir", str(bundles), "--conf", "device", "cpu",
-        "--conf", "extra_configs", json.dumps(extra, separators=(",", ":")),  # compact: the script splits on spaces
-    ]  # fmt: skip
-    env = {  # monailabel runs the `python` of PATH
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-    }
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"monailabel exited with {proc.returncode}:\n{log.read_text()[-6000:]}")
-        try:
-            if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                return url, proc
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    stop_server(proc)
-    pytest.fail(f"monailabel did not answer GET /info/ within {timeout} s:\n{log.read_text()[-6000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server by its PID (SIGTERM, then SIGKILL)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="session")
-def served(trained_bundle, tmp_path_factory):  # noqa: F811 (the imported fixture)
+def served(trained_bundle, tmp_path_factory):
     """The three tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
     trained = {name: trained_bundle(name) for name in SPECS}
@@ -121,6 +65,9 @@ def served(trained_bundle, tmp_path_factory):  # noqa: F811 (the imported fixtur
     images = _write_studies(studies, trained)
     extra = {name: [str(tb.tmp / "tiny.json")] for name, tb in trained.items()}
     log = tmp / "server.log"
-    url, proc = start_server(bundles, studies, extra, log)
+    try:
+        url, proc = start_server(studies, {"bundles_dir": str(bundles), "device": "cpu", "extra_configs": extra}, log)
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield Served(url, bundles, studies, images, log, proc)
     stop_server(proc)

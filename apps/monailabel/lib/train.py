@@ -92,10 +92,10 @@ class BundleTrain(TrainTask):
                 new = staging / served.name
                 if not new.is_file():
                     raise RuntimeError(f"{self.entry.name}: expected the run to write {new}, found no file")
+                os.replace(new, served)  # the weights first: the served model.json may lag, never lead
                 info = new.with_suffix(".json")
                 if info.is_file():
                     os.replace(info, served.with_suffix(".json"))
-                os.replace(new, served)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         logger.info("%s: trained %d epoch(s) on %d images -> %s", self.entry.name, epochs, len(items), served)
