@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundles.conftest import REPO, SPECS, run_bundle
+from tests.bundles.conftest import DEEPIGEOS_STAGES, REPO, SPECS, run_bundle
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,3 +69,12 @@ def trained_bundle(tmp_path_factory, bundle_data) -> Callable[[str], TrainedBund
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def deepigeos_staged(trained_bundle) -> TrainedBundle:
+    """The tiny trained DeepIGeoS bundle (P-Net) with every later stage trained on it, in order, once per session."""
+    tb = trained_bundle("deepigeos_brats")
+    for configs in DEEPIGEOS_STAGES.values():
+        run_bundle(tb.root, configs, tb.tmp, "--dataset_dir", str(tb.data), run_id="training")
+    return tb

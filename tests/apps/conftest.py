@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 
 from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
-from tests.bundles.conftest import SPECS, run_bundle
-
-REFINE_STAGES = (["train.json", "train_pnet_crf.json"], ["train.json", "train_rnet.json"])
-REFINE_STAGES += (["train.json", "train_rnet.json", "train_rnet_crf.json"],)
+from tests.bundles.conftest import SPECS
 
 
 def _require_monailabel() -> None:
@@ -49,14 +46,10 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def served(trained_bundle, tmp_path_factory):
+def served(trained_bundle, deepigeos_staged, tmp_path_factory):
     """The three tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
-    trained = {name: trained_bundle(name) for name in SPECS}
-    deepigeos = trained["deepigeos_brats"]
-    for configs in REFINE_STAGES:
-        if not (deepigeos.root / "models" / f"{Path(configs[-1]).stem.replace('train_', '')}.pt").is_file():
-            run_bundle(deepigeos.root, configs, deepigeos.tmp, "--dataset_dir", str(deepigeos.data), run_id="training")
+    trained = {name: trained_bundle(name) for name in SPECS}  # DeepIGeoS with its later stages (deepigeos_staged)
     tmp = tmp_path_factory.mktemp("monailabel")
     bundles = tmp / "bundles"
     for name, tb in trained.items():

@@ -113,3 +113,12 @@ def run_bundle(
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     return r
+
+
+DEEPIGEOS_STAGES = {  # weights file -> the configs of its stage, each merged on the ones before it
+    "pnet_crf.pt": ["train.json", "train_pnet_crf.json"],
+    "rnet.pt": ["train.json", "train_rnet.json"],
+    "rnet_euclidean.pt": ["train.json", "train_rnet.json", "euclidean.json"],
+    "rnet_crf.pt": ["train.json", "train_rnet.json", "train_rnet_crf.json"],
+}
+"""The later DeepIGeoS training stages (P-Net is ``train.json``), trained in this order by ``deepigeos_staged``."""
