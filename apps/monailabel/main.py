@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 from fastapi import HTTPException
-from lib import BUNDLES, BadRequest, BundleModel, BundleSegmentation, BundleTrain, DeepIGeoSRefinement
+from lib.bundles import BUNDLES, BadRequest, BundleModel
+from lib.infer import BundleSegmentation, DeepIGeoSRefinement
+from lib.train import BundleTrain
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
