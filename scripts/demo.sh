@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on small embedded data: set up .venv, write a synthetic ACDC copy, train the U-Net, run the IGS
-# search and LOUPE under both forward models (phase-aware and magnitude-only) and compare the learned patterns with
-# the baselines (configs/demo.json: x8 and x16, a small network, short schedules). About 30 minutes on 2 CPU cores.
+# The main job on small embedded data: set up .venv, write the synthetic ACDC, LGG and BraTS copies (every bundle's
+# default data), train the ACDC U-Net, run the IGS search and LOUPE under both forward models (phase-aware and
+# magnitude-only) and compare the learned patterns with the baselines (configs/demo.json: x8 and x16, a small network,
+# short schedules). 32-57 minutes on 2 CPU cores shared with other jobs (measured; see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
