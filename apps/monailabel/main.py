@@ -33,6 +33,15 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _missing_file(error: BaseException) -> FileNotFoundError | None:
+    """The ``FileNotFoundError`` behind ``error`` (MONAI wraps a transform's error in ``RuntimeError``), if any."""
+    while error is not None:
+        if isinstance(error, FileNotFoundError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class BundlesApp(MONAILabelApp):
     """Infer tasks ``<bundle>`` (automatic segmentation) for every served bundle, ``<bundle>_refine`` (DeepIGeoS
     clicks) where the entry has ``refine``, train tasks ``<bundle>`` where it has ``train_items``. A bundle without
@@ -94,7 +103,8 @@ class BundlesApp(MONAILabelApp):
             raise HTTPException(404, f"{kind} model: expected one of {sorted(tasks)}, found {model!r}")
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """MONAI Label's infer with clear 4xx answers: unknown model or image 404, bad params 400."""
+        """MONAI Label's infer with clear 4xx answers: unknown model or image 404, bad params 400, a file the request
+        needs that the server does not have (a learned k-space pattern of another acceleration) 404."""
         self._refuse(request, self._infers, "infer")
         image = request.get("image")
         store = datastore or self.datastore()
@@ -105,6 +115,11 @@ class BundlesApp(MONAILabelApp):
             return super().infer(request, datastore)
         except BadRequest as e:
             raise HTTPException(400, str(e)) from e
+        except (FileNotFoundError, RuntimeError) as e:  # a file the request asked for is missing (perhaps wrapped)
+            missing = _missing_file(e)
+            if missing is None:
+                raise
+            raise HTTPException(404, f"{request['model']}: {missing}") from e
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's train with 4xx answers for an unknown model (404) or bad params / no labels (400)."""

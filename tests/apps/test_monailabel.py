@@ -120,6 +120,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(served):
         ("deepigeos_brats_refine", image, {"reset": "yes"}, 400, "reset"),
         ("igs_acdc", served.images["igs_acdc"], {"acceleration": "eight"}, 400, "acceleration"),
         ("igs_acdc", served.images["igs_acdc"], {"pattern": "zigzag"}, 400, "zigzag"),
+        ("igs_acdc", served.images["igs_acdc"], {"pattern": "learned", "acceleration": 5}, 404, "x5"),  # no such file
     ]
     for model, img, params, code, text in cases:
         r = post(model, img, params)
