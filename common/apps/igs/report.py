@@ -100,7 +100,12 @@ def _seed_count(groups: Sequence[list[dict]]) -> str:
 
 
 def markdown_table(
-    rows: Sequence[dict], accelerations: Sequence[int], n_slices: int, n_volumes: int, unit: str = "mm"
+    rows: Sequence[dict],
+    accelerations: Sequence[int],
+    n_slices: int,
+    n_volumes: int,
+    unit: str = "mm",
+    scored: Sequence[str] = ("RV", "myocardium", "LV"),
 ) -> str:
     """Markdown of the pattern comparison rows (:class:`~common.apps.igs.PatternComparison`, one per forward model,
     protocol, pattern, acceleration and seed).
@@ -109,7 +114,8 @@ def markdown_table(
     ``|f|`` per pattern and acceleration, and per protocol the Dice (mean over the foreground classes, in brackets
     the mean incl. background), HD95 and ASSD (in ``unit``) by pattern and acceleration with full sampling as a
     reference row. A pattern with several rows (seeds) shows mean +- sample sd over them (``ddof=1``) and the column
-    ``seeds`` says how many. Then the empty-mask counts and every row as it is in the CSV.
+    ``seeds`` says how many. Then the empty-mask counts and every row as it is in the CSV. ``scored``: the names of
+    the structures ``mean_fg`` averages (the foreground classes, or regions), as the titles name them.
     """
     groups = _groups(rows)
     models = list(dict.fromkeys(k[0] for k in groups))
@@ -131,10 +137,11 @@ def markdown_table(
     out.append("")
     out += [f'Forward model "{m}": {FORWARD_MODEL_NOTES.get(m, "")}.' for m in models if m] + [""]
     unit_text = "mm" if unit == "mm" else "pixels: 1 per pixel along H and W, 1 per slice"
+    names = ", ".join(scored)
     tables = [
-        ("mean_fg", "Dice, mean over RV, myocardium, LV (in brackets: mean incl. background)", 3),
-        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over RV, myocardium, LV", 2),
-        ("assd_mean_fg", f"ASSD ({unit_text}), mean over RV, myocardium, LV", 2),
+        ("mean_fg", f"Dice, mean over {names} (in brackets: mean incl. background)", 3),
+        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over {names}", 2),
+        ("assd_mean_fg", f"ASSD ({unit_text}), mean over {names}", 2),
     ]
     accs = " | ".join(f"x{a}" for a in accelerations)
     for model in models:
@@ -210,7 +217,9 @@ def _text(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
+def plot_dice_vs_acceleration(
+    rows: Sequence[dict], path: str | Path, scored: Sequence[str] = ("RV", "myocardium", "LV")
+) -> Path:
     """Mean foreground Dice against acceleration, one line per pattern (mean over seeds, error bars one sample sd),
     one panel per forward model (rows) and protocol (columns); full sampling dashed (PNG)."""
     from matplotlib.figure import Figure
@@ -236,7 +245,7 @@ def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
             ax.set_xticks(sorted({a for p, a in mine if p != "full"}))
             ax.get_xaxis().set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
             ax.set_xlabel("acceleration")
-            ax.set_ylabel("Dice (mean over RV, myocardium, LV)")
+            ax.set_ylabel(f"Dice (mean over {', '.join(scored)})")
             ax.set_title(f"{model + ' model, ' if model else ''}{protocol} network")
             ax.legend(fontsize="small")
     fig.tight_layout()

@@ -177,7 +177,7 @@ def test_comparison_rows_have_hd95_and_assd_columns(tmp_path):
     table = list(csv.DictReader(open(tmp_path / "pattern_comparison.csv")))
     assert [float(r["hd95_mean_fg"]) for r in table] == [pytest.approx(6.0)] * 4  # the stand-in ignores the mask
     md = (tmp_path / "pattern_comparison.md").read_text()
-    assert "**HD95 (mm), mean over RV, myocardium, LV**" in md and "**ASSD (mm), mean over RV, myocardium, LV**" in md
+    assert "**HD95 (mm), mean over rv, myocardium, lv**" in md and "**ASSD (mm), mean over rv, myocardium, lv**" in md
     assert (
         "| frozen | full (x1) | 1 | 6.00 |" in md and "4 (volume, class) pairs missed and 4 spurious" in md
     )  # over all four rows
