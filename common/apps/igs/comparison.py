@@ -76,6 +76,11 @@ def learned_pattern_file(patterns_dir: str | Path, name: str, forward_model: str
     return Path(patterns_dir) / f"{name}_{forward_model}_x{acceleration:g}.npy"
 
 
+def _mean_count(counts: Sequence[int]) -> int | float:
+    """The mean of per-row counts: an ``int`` when every row has the same count (always for a ``(W,)`` pattern)."""
+    return int(counts[0]) if len(set(counts)) == 1 else float(np.mean(counts))
+
+
 class PatternComparison:
     """Learned patterns (IGS, LOUPE, ...) vs the baselines vs full sampling, per acceleration, forward model and
     protocol.
@@ -431,7 +436,7 @@ class PatternComparison:
             "acceleration": acc,
             "seed": seed,
             "lines": int((rows > 0).sum(-1).max()),  # per pattern row: every row of a learned pattern has the budget
-            "distinct_f": float(np.mean(distinct_frequencies(rows))),  # mean over the rows of a per-channel pattern
+            "distinct_f": _mean_count(distinct_frequencies(rows)),  # mean over the rows of a per-channel pattern
         }
         per_class = nanmean(dice, axis=0)
         row.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
