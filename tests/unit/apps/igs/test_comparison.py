@@ -450,7 +450,7 @@ def test_both_forward_models_appear_in_rows_markdown_and_figure(tmp_path, heart)
     assert 'Forward model "phase": the phase-aware model (on by default)' in md
     assert 'Forward model "magnitude": the paper\'s setting' in md
     phase_section = md[md.index("## Forward model: phase") : md.index("## Forward model: magnitude")]
-    for table in ("**Lines sampled / distinct |f| covered**", "**Dice, mean over RV, myocardium, LV (in brackets"):
+    for table in ("**Lines sampled / distinct |f| covered**", "**Dice, mean over rv, myocardium, lv (in brackets"):
         assert table in phase_section
     assert "| fine_tuned | full (x1) | 1 |" in phase_section and "**HD95 (mm)" in phase_section
     png = tmp_path / "dice_vs_acceleration.png"
