@@ -83,7 +83,9 @@ def brats_slices(
     if slices_per_case is not None and slices_per_case < 1:
         raise ValueError(f"slices_per_case: expected >= 1 or None, found {slices_per_case}")
     t0 = time.perf_counter()
-    items = split_by_fold(brats_datalist(dataset_dir, None, modalities, num_folds, seed)["training"], split, test_fold, val_fold)
+    items = split_by_fold(
+        brats_datalist(dataset_dir, None, modalities, num_folds, seed)["training"], split, test_fold, val_fold
+    )
     out = []
     for item in items:
         image, classes = load_brats_case(item)

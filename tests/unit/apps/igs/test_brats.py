@@ -93,7 +93,9 @@ def test_label_3_names_the_file(brats, tmp_path):
     seg[seg == 4] = 3
     seg[0, 0, 0] = 3
     nib.save(nib.Nifti1Image(seg, img.affine), seg_file)
-    with pytest.raises(ValueError, match=rf"{seg_file}: expected BraTS labels 0, 1, 2, 4 only, found also 3 \(\d+ voxels"):
+    with pytest.raises(
+        ValueError, match=rf"{seg_file}: expected BraTS labels 0, 1, 2, 4 only, found also 3 \(\d+ voxels"
+    ):
         brats_slices(cases, "all")
 
 
