@@ -1,20 +1,19 @@
 """Per-bundle test settings: how to write its synthetic data set and the overrides that make a run tiny.
 
-A new bundle adds one entry to ``SPECS``; every test in this folder then runs on it.
+A new bundle adds one entry to ``SPECS``; every test in this folder then runs on it. The session fixtures that
+write the data and train each bundle once (``bundle_data``, ``trained_bundle``) are in ``tests/conftest.py``, shared
+with the app tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from common.synthetic.acdc import write_synthetic_acdc
 from common.synthetic.brats import TRAINING_FOLDERS, write_synthetic_brats
@@ -135,59 +134,10 @@ def run_bundle(
     return r
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that trains a bundle end to end (through the ``trained_bundle`` fixture) is ``slow``:
-    ``pytest -m "not slow"`` is the quick loop, CI runs everything."""
-    for item in items:
-        if "trained_bundle" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)
-
-
-@pytest.fixture(scope="session")
-def bundle_data(tmp_path_factory) -> Callable[[str], Path]:
-    """Synthetic data per bundle, written once per session."""
-    cache: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in cache:
-            cache[name] = SPECS[name].write_data(tmp_path_factory.mktemp(f"data_{name}"))
-        return cache[name]
-
-    return get
-
-
-@dataclass(frozen=True)
-class TrainedBundle:
-    name: str
-    root: Path  # a copy of the bundle (the repository is never written to)
-    tmp: Path
-    data: Path
-    log: str
-
-
-@pytest.fixture(scope="session")
-def trained_bundle(tmp_path_factory, bundle_data) -> Callable[[str], TrainedBundle]:
-    """Each bundle copied to a temporary folder and trained once (tiny, with ``--tracking mlflow``)."""
-    cache: dict[str, TrainedBundle] = {}
-
-    def get(name: str) -> TrainedBundle:
-        if name not in cache:
-            tmp = tmp_path_factory.mktemp(f"bundle_{name}")
-            root = Path(
-                shutil.copytree(REPO / "bundles" / name, tmp / name, ignore=shutil.ignore_patterns("models", "eval"))
-            )
-            data = bundle_data(name)
-            r = run_bundle(
-                root,
-                SPECS[name].train_configs,
-                tmp,
-                "--dataset_dir",
-                str(data),
-                "--tracking",
-                "mlflow",
-                run_id="training",
-            )
-            cache[name] = TrainedBundle(name, root, tmp, data, r.stdout + r.stderr)
-        return cache[name]
-
-    return get
+DEEPIGEOS_STAGES = {  # weights file -> the configs of its stage, each merged on the ones before it
+    "pnet_crf.pt": ["train.json", "train_pnet_crf.json"],
+    "rnet.pt": ["train.json", "train_rnet.json"],
+    "rnet_euclidean.pt": ["train.json", "train_rnet.json", "euclidean.json"],
+    "rnet_crf.pt": ["train.json", "train_rnet.json", "train_rnet_crf.json"],
+}
+"""The later DeepIGeoS training stages (P-Net is ``train.json``), trained in this order by ``deepigeos_staged``."""

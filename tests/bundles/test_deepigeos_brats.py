@@ -18,24 +18,16 @@ from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
 from common.synthetic.brats import VALIDATION_FOLDERS
+from tests.bundles.conftest import DEEPIGEOS_STAGES as STAGES
 from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
 
 BUNDLE = "deepigeos_brats"
-STAGES = {  # weights file -> the configs of its stage, each merged on the ones before it
-    "pnet_crf.pt": ["train.json", "train_pnet_crf.json"],
-    "rnet.pt": ["train.json", "train_rnet.json"],
-    "rnet_euclidean.pt": ["train.json", "train_rnet.json", "euclidean.json"],
-    "rnet_crf.pt": ["train.json", "train_rnet.json", "train_rnet_crf.json"],
-}
 
 
 @pytest.fixture(scope="module")
-def staged(trained_bundle):
-    """The tiny trained bundle (P-Net: train.json) with every later stage trained on it, in order."""
-    tb = trained_bundle(BUNDLE)
-    for configs in STAGES.values():
-        run_bundle(tb.root, configs, tb.tmp, "--dataset_dir", str(tb.data), run_id="training")
-    return tb
+def staged(deepigeos_staged):
+    """The tiny trained bundle with every later stage trained on it (tests/conftest.py, shared with the app tests)."""
+    return deepigeos_staged
 
 
 def parser_of(tb, configs: list[str], tiny: bool = True) -> ConfigParser:

@@ -1,0 +1,66 @@
+"""A MONAI Label server on the tiny trained bundles: the shared fixtures train them (tests/conftest.py),
+the DeepIGeoS refinement stages are trained on top, and ``monailabel start_server`` serves them on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
+from tests.bundles.conftest import SPECS
+
+
+def _require_monailabel() -> None:
+    """Fail (not skip) when MONAI Label is missing: CI installs it with scripts/install.sh."""
+    try:
+        monailabel_command()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    bundles: Path  # the served bundle copies
+    studies: Path
+    images: dict[str, str]  # bundle -> the image id of its case in the datastore
+    log: Path
+    process: subprocess.Popen
+
+
+def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
+    """One case per bundle in the datastore folder (NIfTI), from the bundles' synthetic data."""
+    from apps.monailabel.lib.lgg import write_lgg_studies
+
+    studies.mkdir(parents=True)
+    acdc = sorted((bundles["igs_acdc"].data / "testing").glob("*/*_frame[0-9][0-9].nii.gz"))[0]
+    shutil.copy(acdc, studies / "acdc_case.nii.gz")
+    flair = sorted(bundles["deepigeos_brats"].data.glob("*/*_flair.nii.gz"))[0]
+    shutil.copy(flair, studies / "brats_case.nii.gz")
+    lgg = write_lgg_studies(bundles["unet_lgg"].data, studies)[0]
+    return {"igs_acdc": "acdc_case", "deepigeos_brats": "brats_case", "unet_lgg": lgg.name[: -len(".nii.gz")]}
+
+
+@pytest.fixture(scope="session")
+def served(trained_bundle, deepigeos_staged, tmp_path_factory):
+    """The three tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
+    _require_monailabel()
+    trained = {name: trained_bundle(name) for name in SPECS}  # DeepIGeoS with its later stages (deepigeos_staged)
+    tmp = tmp_path_factory.mktemp("monailabel")
+    bundles = tmp / "bundles"
+    for name, tb in trained.items():
+        shutil.copytree(tb.root, bundles / name, ignore=shutil.ignore_patterns("eval", "checkpoint_*", "*.db"))
+    studies = tmp / "studies"
+    images = _write_studies(studies, trained)
+    extra = {name: [str(tb.tmp / "tiny.json")] for name, tb in trained.items()}
+    log = tmp / "server.log"
+    try:
+        url, proc = start_server(studies, {"bundles_dir": str(bundles), "device": "cpu", "extra_configs": extra}, log)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield Served(url, bundles, studies, images, log, proc)
+    stop_server(proc)
