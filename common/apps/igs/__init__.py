@@ -39,6 +39,7 @@ from .report import (
     format_mean_sd,
     markdown_table,
     mean_sd,
+    plot_channel_patterns,
     plot_dice_vs_acceleration,
     plot_igs_search,
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import save_figure
@@ -13,6 +14,7 @@ from common.utils.atomic_io import save_figure
 __all__ = [
     "FORWARD_MODEL_NOTES",
     "plot_igs_search",
+    "plot_channel_patterns",
     "mean_sd",
     "format_mean_sd",
     "markdown_table",
@@ -48,6 +50,42 @@ def plot_igs_search(
     axes[2].set_xlabel("lines sampled")
     axes[2].set_ylabel("search loss (training slices)")
     axes[2].set_title("loss along the search")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_channel_patterns(
+    patterns: Mapping[float, np.ndarray | torch.Tensor],
+    path: str | Path,
+    channel_names: Sequence[str] | None = None,
+) -> Path:
+    """Figure of per-channel line patterns (e.g. one per MR modality): one panel per acceleration, one image row per
+    channel, sampled lines dark.
+
+    Args:
+        patterns: ``{acceleration: 0/1 mask (C, W)}``, the same ``C`` and ``W`` for every acceleration.
+        path: where the PNG goes.
+        channel_names: ``C`` row labels (None: ``channel 0`` ...).
+    """
+    from matplotlib.figure import Figure
+
+    masks = {float(a): np.asarray(torch.as_tensor(m).detach().cpu(), dtype=np.float32) for a, m in patterns.items()}
+    shapes = {m.shape for m in masks.values()}
+    if not masks or len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"patterns: expected one or more masks of one shape (C, W), found shapes {sorted(shapes)}")
+    n_channels, width = next(iter(shapes))
+    names = list(channel_names) if channel_names is not None else [f"channel {c}" for c in range(n_channels)]
+    if len(names) != n_channels:
+        raise ValueError(f"channel_names: expected {n_channels} names, found {len(names)}")
+    accs = sorted(masks, reverse=True)
+    fig = Figure(figsize=(10, 0.5 + 0.45 * n_channels * len(accs)))
+    axes = fig.subplots(len(accs), 1, squeeze=False)[:, 0]
+    for ax, acc in zip(axes, accs):
+        mask = masks[acc]
+        ax.imshow(mask, aspect="auto", cmap="gray_r", interpolation="nearest", vmin=0, vmax=1)
+        ax.set_yticks(range(n_channels), [f"{n} ({int(r.sum())})" for n, r in zip(names, mask)])
+        ax.set_title(f"x{acc:g}", fontsize="medium")
+    axes[-1].set_xlabel(f"phase-encoding line (k-space centre at {width // 2})")
     fig.tight_layout()
     return save_figure(fig, path)
 
