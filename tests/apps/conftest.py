@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from apps.monailabel.lib.bundles import BUNDLES
 from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
-from tests.bundles.conftest import SPECS
 
 
 def _require_monailabel() -> None:
@@ -49,7 +49,7 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
 def served(trained_bundle, deepigeos_staged, tmp_path_factory):
     """The three tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
-    trained = {name: trained_bundle(name) for name in SPECS}  # DeepIGeoS with its later stages (deepigeos_staged)
+    trained = {name: trained_bundle(name) for name in BUNDLES}  # the served ones; DeepIGeoS with deepigeos_staged
     tmp = tmp_path_factory.mktemp("monailabel")
     bundles = tmp / "bundles"
     for name, tb in trained.items():
