@@ -30,4 +30,10 @@ from .kspace import (
     undersample,
     undersample_lines,
 )
-from .labels import ConvertBratsLabels, ConvertBratsLabelsd
+from .labels import (
+    BRATS_NESTED_CLASSES,
+    ClassesToRegions,
+    ClassesToRegionsd,
+    ConvertBratsLabels,
+    ConvertBratsLabelsd,
+)

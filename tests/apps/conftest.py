@@ -8,10 +8,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
+from apps.monailabel.lib.bundles import BUNDLES
 from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
-from tests.bundles.conftest import SPECS
+from common.data import BRATS_MODALITIES
 
 
 def _require_monailabel() -> None:
@@ -42,14 +45,23 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
     flair = sorted(bundles["deepigeos_brats"].data.glob("*/*_flair.nii.gz"))[0]
     shutil.copy(flair, studies / "brats_case.nii.gz")
     lgg = write_lgg_studies(bundles["unet_lgg"].data, studies)[0]
-    return {"igs_acdc": "acdc_case", "deepigeos_brats": "brats_case", "unet_lgg": lgg.name[: -len(".nii.gz")]}
+    case = sorted(p for p in bundles["igs_brats"].data.iterdir() if p.is_dir())[0]  # 4 modalities as one 4D NIfTI
+    first = nib.load(case / f"{case.name}_flair.nii.gz")
+    stack = np.stack([np.asarray(nib.load(case / f"{case.name}_{m}.nii.gz").dataobj) for m in BRATS_MODALITIES], -1)
+    nib.save(nib.Nifti1Image(stack.astype(np.float32), first.affine), studies / "brats4_case.nii.gz")
+    return {
+        "igs_acdc": "acdc_case",
+        "deepigeos_brats": "brats_case",
+        "unet_lgg": lgg.name[: -len(".nii.gz")],
+        "igs_brats": "brats4_case",
+    }
 
 
 @pytest.fixture(scope="session")
 def served(trained_bundle, deepigeos_staged, tmp_path_factory):
-    """The three tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
+    """The four tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
-    trained = {name: trained_bundle(name) for name in SPECS}  # DeepIGeoS with its later stages (deepigeos_staged)
+    trained = {name: trained_bundle(name) for name in BUNDLES}  # the served ones; DeepIGeoS with deepigeos_staged
     tmp = tmp_path_factory.mktemp("monailabel")
     bundles = tmp / "bundles"
     for name, tb in trained.items():

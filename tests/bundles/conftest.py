@@ -52,6 +52,25 @@ SPECS = {
         },
         input_shape=(2, 1, 32, 32),
     ),
+    "igs_brats": BundleSpec(
+        # 10 cases in 5 folds: 2 test, 2 validation (one per rank in the two-process run), 6 training; 32x32 slices
+        write_data=lambda out: write_synthetic_brats(out, n_cases=10, shape=(32, 32, 24), n_validation=2, seed=0)
+        / TRAINING_FOLDERS[2020],
+        tiny={
+            "unet_features": [4, 4, 8, 8, 16, 4],
+            "epochs": 2,
+            "batch_size": 8,
+            "num_workers": 0,
+            "slices_per_case": 4,
+            "fine_tune_epochs": 1,
+            "igs_lookahead": 2,
+            "loupe_epochs": 2,
+            "pattern": "center",
+        },
+        input_shape=(2, 4, 32, 32),
+        # spatial_shape "16*n" (BraTS' 240 = 16 * 15): n = 1 leaves a 1x1 bottleneck, which instance norm refuses
+        extra={"verify_net_in_out_args": ("--n", "2")},
+    ),
     "unet_lgg": BundleSpec(
         write_data=lambda out: write_synthetic_lgg(out, n_patients=6, seed=0, slices=(4, 6)),  # real 256x256x3
         tiny={"features": 8, "depth": 3, "epochs": 2, "batch_size": 8, "num_workers": 0},

@@ -81,6 +81,7 @@ def test_verify_net_in_out(bundle, tmp_path):
         str([str(root / "configs" / "inference.json"), str(tiny)]),
         "--device",
         "cpu",
+        *SPECS[bundle].extra.get("verify_net_in_out_args", ()),
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]

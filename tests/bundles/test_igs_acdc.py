@@ -102,7 +102,7 @@ def test_evaluation_table_covers_every_pattern_and_protocol(searched):
     assert "## Forward model: phase" in md and "## Forward model: magnitude" in md
     assert "| frozen | igs | 1 |" in md and "| frozen | loupe | 1 |" in md and "| frozen | one_sided | 1 |" in md
     assert "| frozen | random | 3 |" in md and "| fine_tuned | random | 1 |" in md and " +- " in md
-    assert "**HD95 (mm), mean over RV, myocardium, LV**" in md and "**Lines sampled / distinct |f| covered**" in md
+    assert "**HD95 (mm), mean over rv, myocardium, lv**" in md and "**Lines sampled / distinct |f| covered**" in md
     for metric in ("dice", "hd95", "assd"):
         assert (out / f"pattern_comparison_{metric}_raw.csv").is_file()
     assert (out / "dice_vs_acceleration.png").stat().st_size > 1000

@@ -58,6 +58,9 @@ class BundleEntry:
         train_items: datastore ``{"image", "label"}`` items -> (training, validation) data of ``train.json``;
             None: no train task.
         refine: serve an interactive task on the bundle's ``refine`` id beside the automatic one.
+        channels: the image channels a datastore image must have (a 4D NIfTI's last axis).
+        labels: ``{name: value}`` of the served label where its values are not the network's output channels
+            (igs_brats writes BraTS labels 1, 2, 4); None: the metadata's ``pred`` channels.
     """
 
     name: str
@@ -67,6 +70,7 @@ class BundleEntry:
     train_items: Callable[[Sequence[dict]], tuple[list[dict], list[dict]]] | None = None
     refine: bool = False
     channels: int = 1
+    labels: Mapping[str, int] | None = None
 
     def accepts(self, image: str) -> bool:
         """Whether a datastore image has this bundle's channels (a 3D NIfTI: 1; a 4D one: its last axis)."""
@@ -97,6 +101,12 @@ BUNDLES: dict[str, BundleEntry] = {
             channels=3,
         ),
         BundleEntry("deepigeos_brats", overrides={"use_crf": False}, train_items=_files, refine=True),
+        BundleEntry(
+            "igs_brats",
+            params={"pattern": Param("pattern", str), "acceleration": Param("acceleration", int)},
+            channels=4,
+            labels={"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4},
+        ),
     ]
 }
 
@@ -130,7 +140,10 @@ class BundleModel:
 
     @property
     def labels(self) -> dict[str, int]:
-        """Label names from the metadata's ``pred`` channels (``{"whole tumour": 1, ...}``, background left out)."""
+        """The entry's ``labels``, or label names from the metadata's ``pred`` channels (``{"whole tumour": 1, ...}``,
+        background left out)."""
+        if self.entry.labels is not None:
+            return dict(self.entry.labels)
         channels = ConfigParser.load_config_file(self.metadata)["network_data_format"]["outputs"]["pred"]["channel_def"]
         return {name: int(k) for k, name in channels.items() if name != "background"}
 

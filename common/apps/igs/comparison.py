@@ -76,6 +76,11 @@ def learned_pattern_file(patterns_dir: str | Path, name: str, forward_model: str
     return Path(patterns_dir) / f"{name}_{forward_model}_x{acceleration:g}.npy"
 
 
+def _mean_count(counts: Sequence[int]) -> int | float:
+    """The mean of per-row counts: an ``int`` when every row has the same count (always for a ``(W,)`` pattern)."""
+    return int(counts[0]) if len(set(counts)) == 1 else float(np.mean(counts))
+
+
 class PatternComparison:
     """Learned patterns (IGS, LOUPE, ...) vs the baselines vs full sampling, per acceleration, forward model and
     protocol.
@@ -100,13 +105,16 @@ class PatternComparison:
     model; the seeded baselines are fine-tuned for the seeds in ``fine_tune_seeds`` only (one fine-tune per pattern,
     seed, acceleration and forward model: the expensive part).
 
-    Dice is computed per volume (the slices of a frame pooled) and averaged over volumes, per class, over the
-    foreground classes (``mean_fg``) and over all classes incl. background (``mean``, the authors' figure). HD95 and
-    ASSD are computed per volume (the slices of a frame stacked in slice order, in mm from each slice's ``spacing``)
-    and foreground class, averaged over volumes per class (``hd95_<class>``, ``assd_<class>``) and then over the
-    foreground classes (``hd95_mean_fg``, ``assd_mean_fg``); a class empty in the prediction or the ground truth of a
-    volume gives NaN, left out of the means, and is counted in ``surface_missed`` / ``surface_spurious``
-    (:data:`~common.metrics.EMPTY_MASK_CONVENTION`).
+    Dice is computed per volume (the slices of a frame pooled) and averaged over volumes, per class (``dice_<class>``)
+    and over all classes incl. background (``mean``, the authors' figure). The scored structures are the foreground
+    classes, or the ``regions`` when given (sets of classes, e.g. the BraTS tumour regions; ``dice_<region>``); their
+    mean is ``mean_fg``. HD95 and ASSD are computed per volume (the slices of a frame stacked in slice order, in mm
+    from each slice's ``spacing``) and scored structure, averaged over volumes per structure (``hd95_<name>``,
+    ``assd_<name>``) and then over the structures (``hd95_mean_fg``, ``assd_mean_fg``); a structure empty in the
+    prediction or the ground truth of a volume gives NaN, left out of the means, and is counted in
+    ``surface_missed`` / ``surface_spurious`` (:data:`~common.metrics.EMPTY_MASK_CONVENTION`). ``lines`` and
+    ``distinct_f`` count one pattern row (per channel for a per-channel pattern; a ``(W,)`` pattern is every
+    channel's).
 
     Writes to ``output_dir``: ``pattern_comparison.csv`` (one row per forward model, protocol, pattern, acceleration
     and seed; ``seed`` empty for unseeded patterns), ``pattern_comparison.md`` (one section per forward model; seeded
@@ -124,6 +132,8 @@ class PatternComparison:
         output_dir: where the tables and the figure go.
         patterns_dir: folder of the learned patterns ``<name>_<forward_model>_x<acc>.npy`` + ``.json``.
         class_names: one per output class, background first.
+        regions: ``{name: class indices}``, the structures scored instead of the foreground classes (regions may
+            overlap: BraTS whole tumour, tumour core, enhancing tumour); ``None`` scores each foreground class.
         accelerations: factors to compare.
         patterns: baselines (:data:`BASELINES`) and learned pattern names (letters, digits, ``_``, ``-``).
         protocols: any of ``frozen``, ``fine_tuned``.
@@ -169,6 +179,7 @@ class PatternComparison:
         test_phase_seed: int = 1,
         max_phase: float = math.pi,
         pattern_sources: Mapping[str, Sequence[str]] | None = None,
+        regions: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         bad = [p for p in patterns if p not in BASELINES and (p == "full" or not _NAME.fullmatch(str(p)))]
         if bad or not patterns or len(set(patterns)) != len(patterns):
@@ -207,6 +218,15 @@ class PatternComparison:
         self.train_data, self.test_data = train_data, test_data
         self.output_dir, self.patterns_dir = Path(output_dir), Path(patterns_dir)
         self.class_names = list(class_names)
+        self.regions = {str(k): tuple(int(c) for c in v) for k, v in regions.items()} if regions else None
+        bad_regions = {
+            k: v for k, v in (self.regions or {}).items() if not v or not set(v) <= set(range(len(self.class_names)))
+        }
+        if bad_regions or (self.regions is not None and set(self.regions) & set(self.class_names)):
+            raise ValueError(
+                f"regions: expected non-empty sets of class indices < {len(self.class_names)}, named apart from the "
+                f"classes {self.class_names}, found {regions}"
+            )
         self.accelerations = [int(a) for a in accelerations]
         self.patterns, self.protocols, self.forward_models = list(patterns), list(protocols), list(forward_models)
         self.seeds, self.fine_tune_seeds = seeds, fine_tune_seeds
@@ -224,6 +244,24 @@ class PatternComparison:
             raise ValueError(
                 f"pattern_sources: expected (config file, forward-model setting id) per pattern, found {bad_sources}"
             )
+
+    @property
+    def scored(self) -> list[str]:
+        """The names of the scored structures: the regions, or the foreground classes."""
+        return list(self.regions) if self.regions is not None else self.class_names[1:]
+
+    def _scores(self, pred: torch.Tensor, label: torch.Tensor, volumes: Sequence[str]) -> tuple[np.ndarray, ...]:
+        """Dice per volume and class ``(V, K)``, Dice per volume and scored structure, and the surface distances."""
+        n = len(self.class_names)
+        dice = pooled_dice(pred, label, volumes, n)
+        if self.regions is None:
+            return dice, dice[:, 1:], volume_surface_distances(pred, label, self.test_data, n)
+        regions = list(self.regions.values())
+        return (
+            dice,
+            pooled_dice(pred, label, volumes, regions=regions),
+            volume_surface_distances(pred, label, self.test_data, regions=regions),
+        )
 
     @property
     def learned(self) -> list[str]:
@@ -351,10 +389,9 @@ class PatternComparison:
                         seed=self.seed,
                     )
                 pred, label = predict_slices(net, test, mask, self.pe_dim, self.amp)
-                dice = pooled_dice(pred, label, volumes, len(self.class_names))
-                surface = volume_surface_distances(pred, label, self.test_data, len(self.class_names))
+                dice, scored, surface = self._scores(pred, label, volumes)
                 unit = surface.unit
-                rows.append(self._row(fm, protocol, pattern, acc, seed, mask, dice, surface))
+                rows.append(self._row(fm, protocol, pattern, acc, seed, mask, dice, scored, surface))
                 details.append(
                     (f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}", dice, surface)
                 )
@@ -388,25 +425,29 @@ class PatternComparison:
         seed: int | None,
         mask: torch.Tensor,
         dice: np.ndarray,
+        scored: np.ndarray,
         surface: SurfaceDistances,
     ) -> dict:
-        distinct = distinct_frequencies(mask)
+        rows = mask.reshape(-1, mask.shape[-1])
         row = {
             "forward_model": forward_model,
             "protocol": protocol,
             "pattern": pattern,
             "acceleration": acc,
             "seed": seed,
-            "lines": int((mask > 0).sum()),
-            "distinct_f": int(np.sum(distinct)),  # summed over the rows of a per-channel pattern, as lines
+            "lines": int((rows > 0).sum(-1).max()),  # per pattern row: every row of a learned pattern has the budget
+            "distinct_f": _mean_count(distinct_frequencies(rows)),  # mean over the rows of a per-channel pattern
         }
         per_class = nanmean(dice, axis=0)
         row.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
-        row["mean_fg"] = float(nanmean(per_class[1:]))
+        per_scored = nanmean(scored, axis=0)
+        if self.regions is not None:
+            row.update({f"dice_{n}": float(v) for n, v in zip(self.scored, per_scored)})
+        row["mean_fg"] = float(nanmean(per_scored))
         row["mean"] = float(nanmean(per_class))
         summary = surface_summary(surface)
         for key in ("hd95", "assd"):
-            row.update({f"{key}_{n}": float(v) for n, v in zip(self.class_names[1:], summary[key])})
+            row.update({f"{key}_{n}": float(v) for n, v in zip(self.scored, summary[key])})
             row[f"{key}_mean_fg"] = float(nanmean(summary[key]))
         row["surface_missed"] = int(summary["missed"].sum())
         row["surface_spurious"] = int(summary["spurious"].sum())
@@ -416,8 +457,8 @@ class PatternComparison:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_csv_rows(self.output_dir / "pattern_comparison.csv", rows)
         with atomic_path(self.output_dir / "pattern_comparison.md") as tmp:
-            tmp.write_text(markdown_table(rows, self.accelerations, n_slices, n_volumes, unit))
-        plot_dice_vs_acceleration(rows, self.output_dir / "dice_vs_acceleration.png")
+            tmp.write_text(markdown_table(rows, self.accelerations, n_slices, n_volumes, unit, self.scored))
+        plot_dice_vs_acceleration(rows, self.output_dir / "dice_vs_acceleration.png", self.scored)
 
     def _write_per_volume(self, details: list[tuple[str, np.ndarray, SurfaceDistances]], names: list[str]) -> None:
         """Per-volume values with MONAI's ``write_metrics_reports`` (one ``<key>_raw.csv`` per metric, a line per run
@@ -426,8 +467,8 @@ class PatternComparison:
         lines = [f"{run}/{name}" for run, _, _ in details for name in names]
         values = {
             "pattern_comparison_dice": (np.concatenate([d for _, d, _ in details]), self.class_names),
-            "pattern_comparison_hd95": (np.concatenate([s.hd95 for _, _, s in details]), self.class_names[1:]),
-            "pattern_comparison_assd": (np.concatenate([s.assd for _, _, s in details]), self.class_names[1:]),
+            "pattern_comparison_hd95": (np.concatenate([s.hd95 for _, _, s in details]), self.scored),
+            "pattern_comparison_assd": (np.concatenate([s.assd for _, _, s in details]), self.scored),
         }
         with tempfile.TemporaryDirectory(dir=self.output_dir, prefix=".per_volume.") as tmp:
             with warnings.catch_warnings():

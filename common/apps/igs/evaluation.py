@@ -59,22 +59,34 @@ def predict_slices(
     return torch.cat(preds), torch.cat(labels)
 
 
-def pooled_dice(pred: torch.Tensor, label: torch.Tensor, volumes: Sequence[str], num_classes: int) -> np.ndarray:
-    """Dice per volume and class with the slices of a volume pooled (the Dice of the stacked volume, as in ACDC's 3D
-    evaluation).
+def pooled_dice(
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    volumes: Sequence[str],
+    num_classes: int | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
+) -> np.ndarray:
+    """Dice per volume and class (or region) with the slices of a volume pooled (the Dice of the stacked volume, as
+    in ACDC's and BraTS' 3D evaluation).
 
-    ``pred``, ``label`` ``(N, H, W)`` class maps; ``volumes`` names the volume of each slice. Returns
-    ``(V, num_classes)`` float64, volumes in sorted name order, NaN where a class is absent from both prediction and
-    ground truth (an empty ground truth with a non-empty prediction scores 0).
+    ``pred``, ``label`` ``(N, H, W)`` class maps; ``volumes`` names the volume of each slice. Scored structures: each
+    class ``0 .. num_classes - 1``, or each region of ``regions`` (a set of class indices, e.g. BraTS whole tumour =
+    classes 1, 2, 3; regions may overlap). Returns ``(V, S)`` float64, volumes in sorted name order, NaN where a
+    structure is absent from both prediction and ground truth (an empty ground truth with a non-empty prediction
+    scores 0).
     """
+    if (num_classes is None) == (regions is None):
+        raise ValueError(f"pooled_dice: expected num_classes or regions, found {num_classes} and {regions}")
+    structures = [(c,) for c in range(num_classes)] if regions is None else [tuple(r) for r in regions]
     names = sorted(set(volumes))
     index = torch.as_tensor([names.index(v) for v in volumes])
-    inter = torch.zeros(len(names), num_classes, dtype=torch.float64)
+    inter = torch.zeros(len(names), len(structures), dtype=torch.float64)
     total = torch.zeros_like(inter)
-    for c in range(num_classes):
-        p, g = (pred == c).flatten(1), (label == c).flatten(1)
-        inter[:, c].index_add_(0, index, (p & g).sum(1).double())
-        total[:, c].index_add_(0, index, (p.sum(1) + g.sum(1)).double())
+    for s, classes in enumerate(structures):
+        members = torch.as_tensor(classes, dtype=pred.dtype)
+        p, g = torch.isin(pred, members).flatten(1), torch.isin(label, members).flatten(1)
+        inter[:, s].index_add_(0, index, (p & g).sum(1).double())
+        total[:, s].index_add_(0, index, (p.sum(1) + g.sum(1)).double())
     dice = (2 * inter / total).numpy()
     return np.where(total.numpy() > 0, dice, np.nan)
 
@@ -96,17 +108,36 @@ def volume_dice(
 
 
 def volume_surface_distances(
-    pred: torch.Tensor, label: torch.Tensor, items: Sequence[dict], num_classes: int
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    items: Sequence[dict],
+    num_classes: int | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
 ) -> SurfaceDistances:
-    """HD95 and ASSD per volume and foreground class (:func:`~common.metrics.surface_distances`).
+    """HD95 and ASSD per volume and foreground class, or per region (:func:`~common.metrics.surface_distances`).
 
     ``pred``, ``label`` ``(N, H, W)`` class maps of the slice dicts ``items`` (same order, with ``patient``,
     ``phase``, ``slice`` and ``spacing``: mm per pixel along H and W and the slice thickness). Each volume's slices
     are stacked in ``slice`` order into ``(H, W, D)``; volumes in sorted ``patient/phase`` order, as
     :func:`pooled_dice`. Distances are in mm, or in pixels (1 per pixel and per slice) when no item has ``spacing``.
-    Returns ``(V, num_classes - 1)`` arrays (background left out); NaN and counted where a mask is empty (see
-    :data:`~common.metrics.EMPTY_MASK_CONVENTION`).
+    Returns ``(V, num_classes - 1)`` arrays (background left out), or ``(V, len(regions))`` with ``regions`` (sets of
+    class indices, as :func:`pooled_dice`: each region scored as a binary mask); NaN and counted where a mask is
+    empty (see :data:`~common.metrics.EMPTY_MASK_CONVENTION`).
     """
+    if (num_classes is None) == (regions is None):
+        raise ValueError(
+            f"volume_surface_distances: expected num_classes or regions, found {num_classes} and {regions}"
+        )
+    if regions is not None:
+        parts = []
+        for classes in regions:
+            members = torch.as_tensor(tuple(classes), dtype=pred.dtype)
+            binary = [torch.isin(x, members).to(torch.uint8) for x in (pred, label)]
+            parts.append(volume_surface_distances(*binary, items, num_classes=2))
+        fields = ("hd95", "assd", "pred_empty", "label_empty")
+        return SurfaceDistances(
+            *(np.concatenate([getattr(d, f) for d in parts], axis=1) for f in fields), unit=parts[0].unit
+        )
     if len(items) != len(pred) or pred.shape != label.shape:
         raise ValueError(
             f"pred, label, items: expected {len(items)} slices (one per item) of equal shape, found "

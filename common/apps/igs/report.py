@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import save_figure
@@ -13,6 +14,7 @@ from common.utils.atomic_io import save_figure
 __all__ = [
     "FORWARD_MODEL_NOTES",
     "plot_igs_search",
+    "plot_channel_patterns",
     "mean_sd",
     "format_mean_sd",
     "markdown_table",
@@ -48,6 +50,42 @@ def plot_igs_search(
     axes[2].set_xlabel("lines sampled")
     axes[2].set_ylabel("search loss (training slices)")
     axes[2].set_title("loss along the search")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_channel_patterns(
+    patterns: Mapping[float, np.ndarray | torch.Tensor],
+    path: str | Path,
+    channel_names: Sequence[str] | None = None,
+) -> Path:
+    """Figure of per-channel line patterns (e.g. one per MR modality): one panel per acceleration, one image row per
+    channel, sampled lines dark.
+
+    Args:
+        patterns: ``{acceleration: 0/1 mask (C, W)}``, the same ``C`` and ``W`` for every acceleration.
+        path: where the PNG goes.
+        channel_names: ``C`` row labels (None: ``channel 0`` ...).
+    """
+    from matplotlib.figure import Figure
+
+    masks = {float(a): np.asarray(torch.as_tensor(m).detach().cpu(), dtype=np.float32) for a, m in patterns.items()}
+    shapes = {m.shape for m in masks.values()}
+    if not masks or len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"patterns: expected one or more masks of one shape (C, W), found shapes {sorted(shapes)}")
+    n_channels, width = next(iter(shapes))
+    names = list(channel_names) if channel_names is not None else [f"channel {c}" for c in range(n_channels)]
+    if len(names) != n_channels:
+        raise ValueError(f"channel_names: expected {n_channels} names, found {len(names)}")
+    accs = sorted(masks, reverse=True)
+    fig = Figure(figsize=(10, 0.5 + 0.45 * n_channels * len(accs)))
+    axes = fig.subplots(len(accs), 1, squeeze=False)[:, 0]
+    for ax, acc in zip(axes, accs):
+        mask = masks[acc]
+        ax.imshow(mask, aspect="auto", cmap="gray_r", interpolation="nearest", vmin=0, vmax=1)
+        ax.set_yticks(range(n_channels), [f"{n} ({int(r.sum())})" for n, r in zip(names, mask)])
+        ax.set_title(f"x{acc:g}", fontsize="medium")
+    axes[-1].set_xlabel(f"phase-encoding line (k-space centre at {width // 2})")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -100,7 +138,12 @@ def _seed_count(groups: Sequence[list[dict]]) -> str:
 
 
 def markdown_table(
-    rows: Sequence[dict], accelerations: Sequence[int], n_slices: int, n_volumes: int, unit: str = "mm"
+    rows: Sequence[dict],
+    accelerations: Sequence[int],
+    n_slices: int,
+    n_volumes: int,
+    unit: str = "mm",
+    scored: Sequence[str] = ("RV", "myocardium", "LV"),
 ) -> str:
     """Markdown of the pattern comparison rows (:class:`~common.apps.igs.PatternComparison`, one per forward model,
     protocol, pattern, acceleration and seed).
@@ -109,7 +152,8 @@ def markdown_table(
     ``|f|`` per pattern and acceleration, and per protocol the Dice (mean over the foreground classes, in brackets
     the mean incl. background), HD95 and ASSD (in ``unit``) by pattern and acceleration with full sampling as a
     reference row. A pattern with several rows (seeds) shows mean +- sample sd over them (``ddof=1``) and the column
-    ``seeds`` says how many. Then the empty-mask counts and every row as it is in the CSV.
+    ``seeds`` says how many. Then the empty-mask counts and every row as it is in the CSV. ``scored``: the names of
+    the structures ``mean_fg`` averages (the foreground classes, or regions), as the titles name them.
     """
     groups = _groups(rows)
     models = list(dict.fromkeys(k[0] for k in groups))
@@ -131,10 +175,11 @@ def markdown_table(
     out.append("")
     out += [f'Forward model "{m}": {FORWARD_MODEL_NOTES.get(m, "")}.' for m in models if m] + [""]
     unit_text = "mm" if unit == "mm" else "pixels: 1 per pixel along H and W, 1 per slice"
+    names = ", ".join(scored)
     tables = [
-        ("mean_fg", "Dice, mean over RV, myocardium, LV (in brackets: mean incl. background)", 3),
-        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over RV, myocardium, LV", 2),
-        ("assd_mean_fg", f"ASSD ({unit_text}), mean over RV, myocardium, LV", 2),
+        ("mean_fg", f"Dice, mean over {names} (in brackets: mean incl. background)", 3),
+        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over {names}", 2),
+        ("assd_mean_fg", f"ASSD ({unit_text}), mean over {names}", 2),
     ]
     accs = " | ".join(f"x{a}" for a in accelerations)
     for model in models:
@@ -210,7 +255,9 @@ def _text(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
+def plot_dice_vs_acceleration(
+    rows: Sequence[dict], path: str | Path, scored: Sequence[str] = ("RV", "myocardium", "LV")
+) -> Path:
     """Mean foreground Dice against acceleration, one line per pattern (mean over seeds, error bars one sample sd),
     one panel per forward model (rows) and protocol (columns); full sampling dashed (PNG)."""
     from matplotlib.figure import Figure
@@ -236,7 +283,7 @@ def plot_dice_vs_acceleration(rows: Sequence[dict], path: str | Path) -> Path:
             ax.set_xticks(sorted({a for p, a in mine if p != "full"}))
             ax.get_xaxis().set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
             ax.set_xlabel("acceleration")
-            ax.set_ylabel("Dice (mean over RV, myocardium, LV)")
+            ax.set_ylabel(f"Dice (mean over {', '.join(scored)})")
             ax.set_title(f"{model + ' model, ' if model else ''}{protocol} network")
             ax.legend(fontsize="small")
     fig.tight_layout()

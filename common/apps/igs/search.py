@@ -29,7 +29,7 @@ from common.apps.igs.objective import (
     pick_ties,
     rank_lines,
 )
-from common.apps.igs.report import plot_igs_search
+from common.apps.igs.report import plot_channel_patterns, plot_igs_search
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.masks import line_mask, num_lines, save_line_pattern
 from common.utils.atomic_io import atomic_path
@@ -86,7 +86,9 @@ class IterativeGradientSampling:
         subset_fraction: each step's gradient from ``round(subset_fraction * len(data))`` slices drawn afresh per
             step (seeded by ``subset_seed`` and the line count, so a resumed search draws the same); 1 uses all.
         tie_rtol: relative tolerance of :func:`rank_lines`.
-        per_channel: one pattern per input channel (``(C, W)``), each channel adding its own lines.
+        per_channel: one pattern per input channel (``(C, W)``), each channel adding its own lines; with two or more
+            channels the run also draws them all (``<name>_<forward_model>_channels.png``).
+        channel_names: the ``C`` channel names that figure's rows show (None: ``channel 0`` ...).
         pe_dim: -1 (lines index W) or -2 (lines index H).
         batch_size: slices per network pass: a memory and speed setting (32 on a CPU; 128-256 on a GPU with 40 GB or
             more, with ``amp``).
@@ -117,6 +119,7 @@ class IterativeGradientSampling:
         subset_seed: int = 0,
         tie_rtol: float = 1e-4,
         per_channel: bool = False,
+        channel_names: Sequence[str] | None = None,
         pe_dim: int = -1,
         batch_size: int = 32,
         loss_batch: int | None = None,
@@ -166,6 +169,7 @@ class IterativeGradientSampling:
         self.subset_fraction, self.subset_seed = float(subset_fraction), int(subset_seed)
         self.tie_rtol = float(tie_rtol)
         self.per_channel = per_channel
+        self.channel_names = channel_names
         self.pe_dim = pe_dim
         self.batch_size = int(batch_size)
         self.loss_batch = loss_batch
@@ -347,5 +351,8 @@ class IterativeGradientSampling:
             self._save_state(state)
         written = self._write_patterns(state)
         plot_igs_search(orders[0], history, self.width, self.budgets, self.output_dir / f"{self.prefix}_search.png")
+        if len(orders) > 1:
+            masks = {acc: self._mask(orders, budget) for budget, acc in self.budgets}
+            plot_channel_patterns(masks, self.output_dir / f"{self.prefix}_channels.png", self.channel_names)
         logger.info("IGS search done in %.1f s: %s", time.perf_counter() - t0, {a: str(p) for a, p in written.items()})
         return written

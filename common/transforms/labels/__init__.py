@@ -1,6 +1,6 @@
-"""Label conversions: BraTS labels 0/1/2/4 to tumour-region channels."""
+"""Label conversions: BraTS labels 0/1/2/4 to tumour-region channels; class maps to (overlapping) regions."""
 
 from __future__ import annotations
 
-from .array import ConvertBratsLabels
-from .dictionary import ConvertBratsLabelsd
+from .array import BRATS_NESTED_CLASSES, ClassesToRegions, ConvertBratsLabels
+from .dictionary import ClassesToRegionsd, ConvertBratsLabelsd

@@ -14,7 +14,7 @@ from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
 from common.data.brats import BRATS_REGIONS, LABEL_3_HINT
 
-__all__ = ["ConvertBratsLabels"]
+__all__ = ["ConvertBratsLabels", "ClassesToRegions", "BRATS_NESTED_CLASSES"]
 
 
 class ConvertBratsLabels(Transform):
@@ -58,3 +58,38 @@ class ConvertBratsLabels(Transform):
             )
         out = torch.stack([reduce(torch.logical_or, (is_label[v] for v in BRATS_REGIONS[r])) for r in self.regions])
         return convert_to_dst_type(out, img)[0]  # the type, dtype and meta data of img
+
+
+BRATS_NESTED_CLASSES = ("background", "oedema", "non-enhancing core", "enhancing")
+"""Mutually exclusive classes of the BraTS regions, in nesting order: class ``k`` is the voxels in exactly ``k`` of WT,
+TC, ET (ET in TC in WT), so the class index is the sum of :class:`ConvertBratsLabels`' channels and region ``WT`` /
+``TC`` / ``ET`` is ``class >= 1`` / ``>= 2`` / ``== 3``. In BraTS labels: 0, 2, 1, 4."""
+
+
+class ClassesToRegions(Transform):
+    """Map a class-index map to one binary channel per region, a region being a set of classes (regions may overlap).
+
+    Args:
+        regions: per output channel, the class indices it unites; e.g. ``((1, 2, 3), (2, 3), (3,))`` gives WT, TC, ET
+            from :data:`BRATS_NESTED_CLASSES` indices.
+
+    Shapes: ``img`` ``(1, H, W[, D])`` class indices (integer-valued) -> ``(len(regions), H, W[, D])`` of 0/1 with the
+    type and dtype of ``img``. Not differentiable. A one-hot ``(K, H, W[, D])`` input (``K > 1``, as MONAI's
+    ``AsDiscreted(to_onehot=K)`` gives) is read as its argmax.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, regions: Sequence[Sequence[int]]) -> None:
+        regions = tuple(tuple(int(c) for c in r) for r in regions)
+        if not regions or any(not r or min(r) < 0 for r in regions):
+            raise ValueError(f"regions: expected at least one non-empty set of class indices >= 0, found {regions}")
+        self.regions = regions
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, track_meta=False)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"img: expected a class map (1, H, W[, D]) or one-hot (K, H, W[, D]), found {x.shape}")
+        classes = x.argmax(0) if x.shape[0] > 1 else x[0].round().long()
+        out = torch.stack([torch.isin(classes, torch.as_tensor(r, device=classes.device)) for r in self.regions])
+        return convert_to_dst_type(out, img)[0]

@@ -7,9 +7,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform
 
-from .array import ConvertBratsLabels
+from .array import ClassesToRegions, ConvertBratsLabels
 
-__all__ = ["ConvertBratsLabelsd"]
+__all__ = ["ConvertBratsLabelsd", "ClassesToRegionsd"]
 
 
 class ConvertBratsLabelsd(MapTransform):
@@ -22,6 +22,24 @@ class ConvertBratsLabelsd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.op = ConvertBratsLabels(regions)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d
+
+
+class ClassesToRegionsd(MapTransform):
+    """Dictionary twin of :class:`ClassesToRegions`."""
+
+    backend = ClassesToRegions.backend
+
+    def __init__(
+        self, keys: KeysCollection, regions: Sequence[Sequence[int]], allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ClassesToRegions(regions)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -177,7 +177,7 @@ def test_comparison_rows_have_hd95_and_assd_columns(tmp_path):
     table = list(csv.DictReader(open(tmp_path / "pattern_comparison.csv")))
     assert [float(r["hd95_mean_fg"]) for r in table] == [pytest.approx(6.0)] * 4  # the stand-in ignores the mask
     md = (tmp_path / "pattern_comparison.md").read_text()
-    assert "**HD95 (mm), mean over RV, myocardium, LV**" in md and "**ASSD (mm), mean over RV, myocardium, LV**" in md
+    assert "**HD95 (mm), mean over rv, myocardium, lv**" in md and "**ASSD (mm), mean over rv, myocardium, lv**" in md
     assert (
         "| frozen | full (x1) | 1 | 6.00 |" in md and "4 (volume, class) pairs missed and 4 spurious" in md
     )  # over all four rows
@@ -450,7 +450,7 @@ def test_both_forward_models_appear_in_rows_markdown_and_figure(tmp_path, heart)
     assert 'Forward model "phase": the phase-aware model (on by default)' in md
     assert 'Forward model "magnitude": the paper\'s setting' in md
     phase_section = md[md.index("## Forward model: phase") : md.index("## Forward model: magnitude")]
-    for table in ("**Lines sampled / distinct |f| covered**", "**Dice, mean over RV, myocardium, LV (in brackets"):
+    for table in ("**Lines sampled / distinct |f| covered**", "**Dice, mean over rv, myocardium, lv (in brackets"):
         assert table in phase_section
     assert "| fine_tuned | full (x1) | 1 |" in phase_section and "**HD95 (mm)" in phase_section
     png = tmp_path / "dice_vs_acceleration.png"

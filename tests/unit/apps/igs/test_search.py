@@ -94,6 +94,7 @@ def test_search_picks_the_informative_lines_and_writes_all_budgets(tmp_path):
         assert meta["search_seconds"] > 0
     assert sidecar(written[16])["search_seconds"] <= sidecar(written[4])["search_seconds"]
     assert (tmp_path / "igs_magnitude_search.png").stat().st_size > 0
+    assert not (tmp_path / "igs_magnitude_channels.png").exists()  # one pattern for all channels: no channel figure
 
 
 def test_added_line_has_the_most_negative_gradient():
@@ -333,10 +334,17 @@ def test_per_channel_patterns_and_lines_per_iteration(tmp_path):
             return Threshold()(x[:, :1])
 
     written = IterativeGradientSampling(
-        TwoChannel(), data, tmp_path, accelerations=(4,), per_channel=True, lines_per_iteration=3
+        TwoChannel(),
+        data,
+        tmp_path,
+        accelerations=(4,),
+        per_channel=True,
+        channel_names=("a", "b"),
+        lines_per_iteration=3,
     ).run()
     mask = load_line_pattern(written[4.0])
     assert mask.shape == (2, WIDTH) and mask.sum(1).tolist() == [8.0, 8.0]
+    assert (tmp_path / "igs_magnitude_channels.png").stat().st_size > 1000  # both channels' patterns drawn
 
 
 def test_bad_arguments(tmp_path):

@@ -1,0 +1,97 @@
+"""igs_brats end to end through `python -m monai.bundle`: train, per-modality IGS search, pattern comparison with Dice
+per tumour region, inference to BraTS labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from common.synthetic.brats import VALIDATION_FOLDERS
+from tests.bundles.conftest import run_bundle
+
+BUNDLE = "igs_brats"
+SIZE = 32  # the synthetic slices of conftest.SPECS: 32x32, lines along H
+MODALITIES = 4
+
+
+@pytest.fixture(scope="module")
+def searched(trained_bundle):
+    """The tiny trained bundle with per-modality IGS and LOUPE patterns under the phase-aware forward model."""
+    tb = trained_bundle(BUNDLE)
+    run_bundle(tb.root, ["train.json", "igs_search.json"], tb.tmp, "--dataset_dir", str(tb.data))
+    run_bundle(tb.root, ["train.json", "loupe.json"], tb.tmp, "--dataset_dir", str(tb.data))
+    return tb
+
+
+def test_training_logs_dice_per_tumour_region(trained_bundle):
+    tb = trained_bundle(BUNDLE)
+    assert (tb.root / "models" / "model.pt").is_file() and (tb.root / "models" / "checkpoint_last.pt").is_file()
+    for name in ("val_dice_WT", "val_dice_TC", "val_dice_ET", "val_mean_dice"):
+        assert name in tb.log
+
+
+def test_igs_search_writes_one_pattern_per_modality_at_exact_budgets(searched):
+    models = searched.root / "models"
+    orders = json.loads((models / "igs_phase_x4.json").read_text())["orders"]
+    assert len(orders) == MODALITIES
+    for order in orders:  # every modality starts at the centre line and adds one line per step
+        assert order[0] == SIZE // 2 and len(order) == len(set(order)) == SIZE // 4
+    for acc in (4, 8, 16):
+        mask = np.load(models / f"igs_phase_x{acc}.npy")
+        meta = json.loads((models / f"igs_phase_x{acc}.json").read_text())
+        assert mask.shape == (MODALITIES, SIZE) and mask.sum(1).tolist() == [SIZE // acc] * MODALITIES
+        assert meta["per_channel"] and meta["axis"] == -2 and meta["orders"] == [o[: SIZE // acc] for o in orders]
+        for row, order in zip(mask, meta["orders"]):
+            assert sorted(np.flatnonzero(row).tolist()) == sorted(order)
+        loupe = np.load(models / f"loupe_phase_x{acc}.npy")
+        assert loupe.shape == (MODALITIES, SIZE) and loupe.sum(1).tolist() == [SIZE // acc] * MODALITIES
+
+
+def test_comparison_scores_every_pattern_by_tumour_region(searched):
+    args = ["--dataset_dir", str(searched.data), "--forward_models", "['phase']"]
+    args += ["--comparison_seeds", "[0, 1]", "--fine_tune_seeds", "[1]"]
+    run_bundle(searched.root, ["train.json", "evaluate.json"], searched.tmp, *args)
+    out = searched.root / "eval"
+    rows = list(csv.DictReader(open(out / "pattern_comparison.csv")))
+    expected = set()
+    for protocol, seeds in (("frozen", ("0", "1")), ("fine_tuned", ("1",))):
+        expected.add((protocol, "full", "1", ""))
+        for acc in ("4", "8", "16"):
+            expected |= {(protocol, p, acc, "") for p in ("igs", "loupe", "center", "one_sided")}
+            expected |= {(protocol, p, acc, s) for p in ("equispaced", "random") for s in seeds}
+    combos = [(r["protocol"], r["pattern"], r["acceleration"], r["seed"]) for r in rows]
+    assert set(combos) == expected and len(combos) == len(expected)
+    for r in rows:
+        assert int(r["lines"]) == SIZE // int(r["acceleration"])  # per modality, learned or not
+        regions = [float(r[f"dice_{k}"]) for k in ("WT", "TC", "ET")]
+        classes = [float(r[f"dice_{k}"]) for k in ("background", "oedema", "non-enhancing core", "enhancing")]
+        assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in regions + classes)
+        assert float(r["mean_fg"]) == pytest.approx(np.nanmean(regions), abs=1e-6)  # the headline: mean over regions
+        assert float(r["mean"]) == pytest.approx(np.nanmean(classes), abs=1e-6)  # the authors' figure: the classes
+        assert float(r["dice_ET"]) == pytest.approx(float(r["dice_enhancing"]), abs=1e-9) or math.isnan(
+            float(r["dice_ET"])
+        )  # ET is the single class 3
+    md = (out / "pattern_comparison.md").read_text()
+    assert "**Dice, mean over WT, TC, ET (in brackets" in md and "**HD95 (mm), mean over WT, TC, ET**" in md
+    header = (out / "pattern_comparison_hd95_raw.csv").read_text().splitlines()[0]
+    assert all(k in header for k in ("WT", "TC", "ET"))
+
+
+def test_inference_writes_brats_labels_on_the_input_grid(searched, tmp_path):
+    validation = searched.data.parent / VALIDATION_FOLDERS[2020]
+    out = tmp_path / "pred"
+    args = ["--dataset_dir", str(validation), "--output_dir", str(out), "--pattern", "learned"]
+    run_bundle(searched.root, ["inference.json"], searched.tmp, *args)
+    cases = sorted(p for p in validation.iterdir() if p.is_dir())
+    preds = sorted(out.glob("*.nii.gz"))
+    assert len(preds) == len(cases) >= 1
+    for case, pred in zip(cases, preds):
+        image = nib.load(next(case.glob("*_flair.nii*")))
+        seg = nib.load(pred)
+        assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
+        assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4}
