@@ -57,7 +57,9 @@ def test_two_process_training(bundle: str, tmp_path: Path) -> None:
     rank_logs = {
         rank: "".join(f.read_text() for f in sorted(logs.glob(f"*/attempt_0/{rank}/*.log"))) for rank in (0, 1)
     }
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}\nrank 0:\n{rank_logs[0][-3000:]}"
+    assert (
+        r.returncode == 0
+    ), f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}\nrank 0:\n{rank_logs[0][-3000:]}\nrank 1:\n{rank_logs[1][-3000:]}"
 
     # both ranks ran to the end (torchrun exits 0 only if every worker did); only rank 0 logs stats
     key = next(iter(ConfigParser.load_config_file(root / "configs" / "train.json")["validate"]["key_metric"]))
