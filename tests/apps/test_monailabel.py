@@ -120,6 +120,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(served):
         ("deepigeos_brats_refine", image, {"foreground": [[shape[0] + 5, 0, 0]]}, 400, "inside the image"),
         ("deepigeos_brats_refine", image, {"foreground": "centre"}, 400, "voxel indices"),
         ("deepigeos_brats_refine", image, {"foreground": [[1.5, 2, 3]]}, 400, "voxel indices"),
+        ("deepigeos_brats_refine", image, {"background": [[True, 2, 3]]}, 400, "params.background: expected voxel"),
         ("deepigeos_brats_refine", image, {"reset": "yes"}, 400, "reset"),
         ("igs_acdc", served.images["igs_acdc"], {"acceleration": "eight"}, 400, "acceleration"),
         ("igs_acdc", served.images["igs_acdc"], {"pattern": "zigzag"}, 400, "zigzag"),
