@@ -1,4 +1,5 @@
-"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, labels, I/O."""
+"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, labels, boundary
+weights, I/O."""
 
 from __future__ import annotations
 
@@ -37,3 +38,4 @@ from .labels import (
     ConvertBratsLabels,
     ConvertBratsLabelsd,
 )
+from .weights import BoundaryWeight, BoundaryWeightd, boundary_weights

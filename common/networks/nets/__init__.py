@@ -6,3 +6,4 @@ from .crf_segmenter import CRFSegmenter
 from .pnet import PNet, rnet
 from .slicewise import SliceWise
 from .unet2d import UNet2d
+from .iterative_fcn import IterativeFCN
