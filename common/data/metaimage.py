@@ -108,13 +108,17 @@ def read_mhd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def write_mhd(path: str | Path, array: np.ndarray, spacing: Sequence[float], origin: Sequence[float] | None = None) -> Path:
+def write_mhd(
+    path: str | Path, array: np.ndarray, spacing: Sequence[float], origin: Sequence[float] | None = None
+) -> Path:
     """Write ``array [x, y, z]`` as ``<path>`` (header) + ``<stem>.raw`` (little-endian), axis-aligned, with voxel
     size ``spacing`` (mm) and ``origin`` (LPS mm, zeros by default). Both files are written atomically."""
     path = Path(path)
     array = np.asarray(array)
     if array.dtype not in _TYPE_NAMES:
-        raise ValueError(f"{path}: expected an array of one of {sorted(str(t) for t in _TYPE_NAMES)}, found {array.dtype}")
+        raise ValueError(
+            f"{path}: expected an array of one of {sorted(str(t) for t in _TYPE_NAMES)}, found {array.dtype}"
+        )
     origin = [0.0] * array.ndim if origin is None else origin
     raw_name = path.with_suffix(".raw").name
     header = [
@@ -145,7 +149,9 @@ class MetaImageReader(ImageReader):
         names = [filename] if isinstance(filename, (str, os.PathLike)) else filename
         return all(str(f).lower().endswith(".mhd") for f in names)
 
-    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> list[tuple[np.ndarray, np.ndarray]]:
+    def read(
+        self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         names = [data] if isinstance(data, (str, os.PathLike)) else data
         return [read_mhd(f) for f in names]
 

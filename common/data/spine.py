@@ -90,7 +90,9 @@ def find_csi_cases(dataset_dir: str | Path) -> dict[str, list[dict]]:
                 problems.append(f"{d}: expected a folder of .mhd files, found none")
         if problems:
             continue
-        images = sorted((p for p in img_dir.glob("*.mhd") if not p.stem.endswith("_label")), key=lambda p: _case_number(p.stem))
+        images = sorted(
+            (p for p in img_dir.glob("*.mhd") if not p.stem.endswith("_label")), key=lambda p: _case_number(p.stem)
+        )
         labels = {p.stem[: -len("_label")]: p for p in seg_dir.glob("*_label.mhd")}
         for p in list(img_dir.iterdir()) + (list(seg_dir.iterdir()) if seg_dir != img_dir else []):
             if p.suffix.lower() not in (".mhd", ".raw", ".zraw") and not p.name.startswith("."):
@@ -180,7 +182,9 @@ def _items(cases: Sequence[dict], num_folds: int, seed: int, base_dir: str | Pat
     return out
 
 
-def csi_datalist(dataset_dir: str | Path, num_folds: int = 5, seed: int = 0, base_dir: str | Path | None = None) -> dict:
+def csi_datalist(
+    dataset_dir: str | Path, num_folds: int = 5, seed: int = 0, base_dir: str | Path | None = None
+) -> dict:
     """CSI 2014 as a decathlon-style datalist: ``training`` (``train/``, each item with its ``fold`` by case, as
     :func:`~common.data.brats_datalist`) and ``testing`` (``test/``, the challenge's held-out cases, with labels).
     Items: ``{"image", "label", "case"[, "fold"]}``; ``labels`` maps label values to names where known."""

@@ -7,4 +7,10 @@ from .checkpoint_saver import AtomicCheckpointSaver
 from .segmentation_report import SegmentationReport, markdown_report
 from .vertebra_report import VertebraReport
 
-__all__ = ["AtomicCheckpointSaver", "CheckedCheckpointLoader", "SegmentationReport", "markdown_report", "VertebraReport"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "CheckedCheckpointLoader",
+    "SegmentationReport",
+    "markdown_report",
+    "VertebraReport",
+]

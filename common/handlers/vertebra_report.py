@@ -106,8 +106,8 @@ class VertebraReport:
 
     def _markdown(self, total: Mapping[str, float]) -> str:
         out = [
-            f"{len(self.volumes)} volumes, {total['vertebrae']} ground-truth vertebrae. Each vertebra is matched to the "
-            f"predicted instance overlapping it most; identified: Dice > {self.threshold}; ASSD in mm over matched "
+            f"{len(self.volumes)} volumes, {total['vertebrae']} ground-truth vertebrae. Each vertebra is matched to "
+            f"the predicted instance overlapping it most; identified: Dice > {self.threshold}; ASSD in mm over matched "
             "vertebrae; a false positive is a predicted instance with Dice <= the threshold against every vertebra.",
             "",
             "| score | value |",

@@ -1,8 +1,8 @@
-"""Seeded synthetic spine CT in the CSI 2014 layout (``train/img/caseN.mhd``, ``train/seg/caseN_label.mhd``, ``test/...``):
-a curved column of vertebrae (an elliptic body with a cortical shell, pedicles, a lamina and a spinous process tilted
-downwards) in bone HU over soft tissue and fat, intervertebral discs between the bodies, air outside the body; the
-count varies with the field of view and the first and last vertebra are cut by the volume edge; curvature, vertebra
-size, voxel spacing (anisotropic) and noise vary per case. One label value per vertebra, anatomical numbers
+"""Seeded synthetic spine CT in the CSI 2014 layout (``train/img/caseN.mhd``, ``train/seg/caseN_label.mhd``,
+``test/...``): a curved column of vertebrae (an elliptic body with a cortical shell, pedicles, a lamina and a spinous
+process tilted downwards) in bone HU over soft tissue and fat, intervertebral discs between the bodies, air outside the
+body; the count varies with the field of view and the first and last vertebra are cut by the volume edge; curvature,
+vertebra size, voxel spacing (anisotropic) and noise vary per case. One label value per vertebra, anatomical numbers
 (VerSe's: T1 = 8 ... L5 = 24) increasing from the top (high z) down."""
 
 from __future__ import annotations
@@ -64,10 +64,15 @@ def synthetic_spine(
         vert = body & (dz <= height / 2)
         back = cy + ry  # posterior edge of the body (+y is posterior)
         for side in (-1, 1):
-            vert |= (np.abs(x - cx - side * 0.55 * rx) <= 1.2 * s) & (y >= back - 1 * s) & (y <= back + 5 * s) & (
-                dz <= 0.3 * height
+            vert |= (
+                (np.abs(x - cx - side * 0.55 * rx) <= 1.2 * s)
+                & (y >= back - 1 * s)
+                & (y <= back + 5 * s)
+                & (dz <= 0.3 * height)
             )
-        vert |= (np.abs(x - cx) <= 0.55 * rx + 1.2 * s) & (y >= back + 3 * s) & (y <= back + 5 * s) & (dz <= 0.3 * height)
+        vert |= (
+            (np.abs(x - cx) <= 0.55 * rx + 1.2 * s) & (y >= back + 3 * s) & (y <= back + 5 * s) & (dz <= 0.3 * height)
+        )
         spine_y = (y >= back + 5 * s) & (y <= back + 12 * s) & (np.abs(x - cx) <= 1.2 * s)
         vert |= spine_y & (np.abs(z - (zc - 0.4 * (y - back - 5 * s))) <= 0.25 * height)
         label[vert & (label == 0)] = first + i

@@ -16,8 +16,9 @@ class InstanceLoss(nn.Module):
     ``FN = sum(w (1 - p) t) / sum(w)`` (the paper's sums, divided by ``sum(w)`` so the scale does not depend on the
     patch size), and BCE of the completeness logit against its label.
 
-    ``pred`` ``(B, 2, *P)`` (segmentation logit, completeness logit repeated: :class:`common.networks.nets.IterativeFCN`),
-    ``label`` ``(B, 3, *P)`` (target, weight, completeness repeated: :class:`InstanceSampled`) -> scalar.
+    ``pred`` ``(B, 2, *P)`` (segmentation logit, completeness logit repeated:
+    :class:`common.networks.nets.IterativeFCN`), ``label`` ``(B, 3, *P)`` (target, weight, completeness repeated:
+    :class:`~common.apps.iterative_fcn.InstanceSampled`) -> scalar.
     """
 
     def __init__(self, fp_weight: float = 0.1, completeness_weight: float = 1.0) -> None:

@@ -37,10 +37,11 @@ class InstanceSampled(Randomizable, MapTransform):
     """``num_samples`` training patches from one case (a list of dicts, as MONAI's random croppers return).
 
     Non-empty sample: vertebra ``k`` drawn uniformly from the label values of the case; the patch is centred on its
-    centroid shifted by up to ``jitter * patch_size`` per axis (so it may cut ``k``); memory = the vertebrae before ``k``
-    in :func:`traversal_order`; target = ``k``; completeness = at least ``complete_fraction`` of ``k``'s voxels lie in
-    the patch. Empty sample (samples ``empty_every - 1``, ``2 * empty_every - 1``, ... of this transform's stream, each
-    worker counting its own): a patch placed as above, memory = every vertebra in it, no target, completeness 0.
+    centroid shifted by up to ``jitter * patch_size`` per axis (so it may cut ``k``); memory = the vertebrae before
+    ``k`` in :func:`traversal_order`; target = ``k``; completeness = at least ``complete_fraction`` of ``k``'s voxels
+    lie in the patch. Empty sample (the ``empty_every``-th, ``2 * empty_every``-th, ... sample this transform draws,
+    each data loader worker counting its own): a patch placed as above, memory = every vertebra in it, no target,
+    completeness 0.
 
     Input keys: ``image`` ``(1, *S)`` (scaled), ``label`` ``(1, *S)`` instance labels, ``weight`` ``(1, *S)`` (see
     :class:`common.transforms.BoundaryWeightd`). Output: ``image`` ``(2, *P)`` (image, memory), ``label`` ``(3, *P)``
@@ -108,7 +109,9 @@ class InstanceSampled(Randomizable, MapTransform):
             memory, tgt = np.isin(lab, before), lab == k
             complete = float(tgt.sum() >= self.complete_fraction * target.sum())
         out_image = np.concatenate([img.astype(np.float32), memory[None].astype(np.float32)])
-        out_label = np.stack([tgt.astype(np.float32), w[0].astype(np.float32), np.full(lab.shape, complete, np.float32)])
+        out_label = np.stack(
+            [tgt.astype(np.float32), w[0].astype(np.float32), np.full(lab.shape, complete, np.float32)]
+        )
         return out_image, out_label, 0 if empty else k
 
     def __call__(self, data: Mapping[Hashable, object]) -> list[dict]:

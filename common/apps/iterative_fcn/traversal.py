@@ -85,7 +85,9 @@ def traverse(
     """
     start = time.perf_counter()
     if image.ndim != 3 or len(patch_size) != 3:
-        raise ValueError(f"image, patch_size: expected a 3D volume and 3 sizes, found {tuple(image.shape)}, {patch_size}")
+        raise ValueError(
+            f"image, patch_size: expected a 3D volume and 3 sizes, found {tuple(image.shape)}, {patch_size}"
+        )
     if max_steps < 1 or min_voxels < 0:
         raise ValueError(f"max_steps >= 1 and min_voxels >= 0 expected, found {max_steps}, {min_voxels}")
     patch = tuple(int(p) for p in patch_size)
@@ -107,7 +109,10 @@ def traverse(
         if idx.numel() == 0:
             return False
         glob = idx + torch.as_tensor(pos, device=idx.device)
-        return bool((glob.min(0).values == 0).any() or (glob.max(0).values >= torch.as_tensor(shape, device=idx.device) - 1).any())
+        return bool(
+            (glob.min(0).values == 0).any()
+            or (glob.max(0).values >= torch.as_tensor(shape, device=idx.device) - 1).any()
+        )
 
     def end(reason: str, detail: str) -> Traversal:
         result.reason, result.detail = reason, detail
@@ -130,9 +135,7 @@ def traverse(
                 return None  # nothing here: back to sliding
             complete = bool(torch.sigmoid(out[0, 1].flatten()[0].float()) > complete_threshold)
             centre = mask.nonzero().float().mean(0) + torch.as_tensor(pos, device=mask.device)
-            new = tuple(
-                min(max(int(round(c - p / 2)), 0), lim) for c, p, lim in zip(centre.tolist(), patch, limit)
-            )
+            new = tuple(min(max(int(round(c - p / 2)), 0), lim) for c, p, lim in zip(centre.tolist(), patch, limit))
             if max(abs(a - b) for a, b in zip(new, pos)) > converge_distance:
                 pos = new
                 continue
@@ -167,8 +170,9 @@ def traverse(
 
 class IterativeInferer(Inferer):
     """:func:`traverse` as a MONAI inferer: ``inputs`` ``(1, 1, *S)`` -> ``(1, 1, *S)`` float instance labels (1, 2,
-    ... in the order found), of the input's type (a ``MetaTensor`` keeps its meta data). The last :class:`Traversal` is kept in ``last`` (steps, reason, time) and every one is
-    appended to ``history`` (read by the evaluation report). Arguments as :func:`traverse`."""
+    ... in the order found), of the input's type (a ``MetaTensor`` keeps its meta data). The last
+    :class:`Traversal` is kept in ``last`` (steps, reason, time) and every one is appended to ``history`` (read by the
+    evaluation report). Arguments as :func:`traverse`."""
 
     def __init__(
         self,
@@ -205,4 +209,3 @@ class IterativeInferer(Inferer):
             t = traverse(lambda x: network(x, *args, **kwargs), inputs[0, 0], **self.kwargs)
         self.history.append(t)
         return convert_to_dst_type(t.labels.to(torch.float32)[None, None], inputs, dtype=torch.float32)[0]
-
