@@ -54,13 +54,13 @@ class IterativeFCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, 2, X, Y, Z)`` (image, memory) -> ``(B, 2, X, Y, Z)`` (segmentation logit, completeness logit)."""
-        skips = []
+        skips: list[torch.Tensor] = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
         c = torch.amax(self.complete_conv(x), dim=(2, 3, 4))
         complete = self.complete(c)  # (B, 1)
-        for block, skip in zip(self.up, skips[-2::-1]):
-            x = block(torch.cat([self.upsample(x), skip], dim=1))
+        for i, block in enumerate(self.up):
+            x = block(torch.cat([self.upsample(x), skips[len(skips) - 2 - i]], dim=1))
         seg = self.segment(x)
         return torch.cat([seg, complete[:, :, None, None, None].expand_as(seg)], dim=1)
