@@ -47,13 +47,10 @@ def synthetic_spine(
         )
 
     height, disc = rng.uniform(8.0, 10.0) * s, rng.uniform(2.5, 3.5) * s
-    zc = ext[2] - rng.uniform(0.0, 0.35) * height  # the first vertebra is cut by the top of the volume
-    centres = []
-    while True:
-        centres.append(zc)
-        if zc - height / 2 <= 0:  # the last one is cut by the bottom
-            break
-        zc -= (height + disc) * rng.uniform(0.95, 1.05)
+    top = ext[2] - rng.uniform(0.0, 0.35) * height  # the first vertebra is cut by the top of the volume
+    bottom = rng.uniform(0.0, 0.35) * height  # and the last by the bottom
+    count = max(2, int(round((top - bottom) / (height + disc))) + 1)
+    centres = list(np.linspace(top, bottom, count))  # the disc height absorbs the rounding
     first = int(rng.integers(8, max(9, 26 - len(centres))))  # anatomical number of the top vertebra
     previous = None
     for i, zc in enumerate(centres):

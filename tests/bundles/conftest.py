@@ -116,7 +116,9 @@ SPECS = {
         input_shape=(2, 2, 16, 16, 16),
         extra={"verify_net_in_out_args": ("--n", "2")},
         # 10 training cases: 2 in the validation fold, one per rank
-        multi_gpu_data=lambda out: write_synthetic_spine(out, n_training=10, n_testing=1, shape=(24, 24, 40), scale=0.6),
+        multi_gpu_data=lambda out: write_synthetic_spine(
+            out, n_training=10, n_testing=1, shape=(24, 24, 40), scale=0.6
+        ),
     ),
 }
 
