@@ -107,6 +107,11 @@ BUNDLES: dict[str, BundleEntry] = {
             channels=4,
             labels={"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4},
         ),
+        BundleEntry(
+            "iterative_fcn_spine",  # datastore CTs are NIfTI (the bundle reads CSI's .mhd by default)
+            overrides={"image_reader": "NibabelReader"},
+            labels={f"vertebra {i} from the top": i for i in range(1, 26)},  # instances in the order found
+        ),
     ]
 }
 
