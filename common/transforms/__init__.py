@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from .clicks import SimulateClicks, SimulateClicksd, clicks_per_region, clicks_to_seeds, simulate_clicks
 from .geodesic import BACKENDS, GeodesicMaps, GeodesicMapsd, geodesic_map, has_fastgeodis, has_geodistk
-from .intensity import ZScoreForeground, ZScoreForegroundd, ZScoreSlices, ZScoreSlicesd, zscore_slices
+from .intensity import (
+    HounsfieldUnits,
+    HounsfieldUnitsd,
+    ZScoreForeground,
+    ZScoreForegroundd,
+    ZScoreSlices,
+    ZScoreSlicesd,
+    zscore_slices,
+)
 from .io import SaveLggMasks, SaveLggMasksd
 from .kspace import (
     CenterLines,
