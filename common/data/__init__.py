@@ -37,7 +37,17 @@ from .lgg import (
     read_data_csv,
     scale_percentiles,
 )
-from .splits import SPLITS, kfold_split, split_by_fold, train_val_test_split
+from .metaimage import METAIMAGE_TYPES, MetaImageReader, read_mhd, read_mhd_header, write_mhd
+from .spine import (
+    CSI_SUBSETS,
+    VERSE_LABELS,
+    VERSE_ORDER,
+    csi_datalist,
+    find_csi_cases,
+    find_verse_cases,
+    verse_datalist,
+)
+from .splits import SPLITS, fold_of, kfold_split, split_by_fold, train_val_test_split
 
 __all__ = [
     "GROUPS",
@@ -69,7 +79,20 @@ __all__ = [
     "patient_id",
     "read_data_csv",
     "scale_percentiles",
+    "METAIMAGE_TYPES",
+    "MetaImageReader",
+    "read_mhd",
+    "read_mhd_header",
+    "write_mhd",
+    "CSI_SUBSETS",
+    "VERSE_LABELS",
+    "VERSE_ORDER",
+    "csi_datalist",
+    "find_csi_cases",
+    "find_verse_cases",
+    "verse_datalist",
     "SPLITS",
+    "fold_of",
     "kfold_split",
     "split_by_fold",
     "train_val_test_split",

@@ -26,7 +26,7 @@ from typing import NoReturn
 import nibabel as nib
 import numpy as np
 
-from common.data.splits import kfold_split
+from common.data.splits import fold_of
 from common.utils.atomic_io import atomic_path
 
 __all__ = [
@@ -274,7 +274,7 @@ def brats_datalist(
             f"them again ({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})"
         )
     ids = [c.case for c in training]
-    fold_of = {i: k for k in range(num_folds) for i in kfold_split(ids, num_folds, k, seed)[1]}
+    folds = fold_of(ids, num_folds, seed)
 
     def path(p: Path) -> str:
         full = os.path.normpath(os.path.abspath(p))
@@ -284,8 +284,8 @@ def brats_datalist(
         d: dict = {"image": [path(c.images[m]) for m in modalities]}
         if c.seg is not None:
             d["label"] = path(c.seg)
-        if c.case in fold_of:
-            d["fold"] = fold_of[c.case]
+        if c.case in folds:
+            d["fold"] = folds[c.case]
         d["case"] = c.case
         return d
 

@@ -1,11 +1,15 @@
-"""Segmentation metrics beyond MONAI's own: per-volume binary scores, surface distances per class."""
+"""Segmentation metrics beyond MONAI's own: per-volume binary scores, surface distances per class,
+instance (per-vertebra) scores."""
 
 from __future__ import annotations
 
+from .instances import IDENTIFICATION_DICE, instance_scores
 from .segmentation import SCORES, binary_volume_scores, summarise, surface_status
 from .surface import EMPTY_MASK_CONVENTION, SurfaceDistances, surface_distances, surface_summary, surface_unit
 
 __all__ = [
+    "IDENTIFICATION_DICE",
+    "instance_scores",
     "SCORES",
     "binary_volume_scores",
     "summarise",

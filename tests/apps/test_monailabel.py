@@ -52,6 +52,7 @@ def image_of(served, bundle: str) -> nib.Nifti1Image:
         ("unet_lgg", {}),
         ("deepigeos_brats", {}),
         ("igs_brats", {"pattern": "center", "acceleration": 8}),
+        ("iterative_fcn_spine", {}),
     ],
 )
 def test_automatic_inference_returns_a_label_on_the_image_grid(served, bundle, params):
@@ -60,14 +61,24 @@ def test_automatic_inference_returns_a_label_on_the_image_grid(served, bundle, p
     assert label.shape == image.shape[:3]
     np.testing.assert_allclose(label.affine, image.affine, atol=1e-4)
     values = np.unique(np.asarray(label.dataobj))
-    expected = {"igs_acdc": {0, 1, 2, 3}, "igs_brats": {0, 1, 2, 4}}.get(bundle, {0, 1})
+    expected = {"igs_acdc": {0, 1, 2, 3}, "igs_brats": {0, 1, 2, 4}, "iterative_fcn_spine": set(range(256))}.get(
+        bundle, {0, 1}
+    )
     assert set(values.tolist()) <= expected
     assert result["weights"].endswith(".pt") and result["weights_mtime_ns"] > 0
 
 
 def test_info_lists_every_bundle_with_its_label_names(served):
     info = requests.get(f"{served.url}/info/", timeout=30).json()
-    assert set(info["models"]) == {"igs_acdc", "igs_brats", "unet_lgg", "deepigeos_brats", "deepigeos_brats_refine"}
+    assert set(info["models"]) == {
+        "igs_acdc",
+        "igs_brats",
+        "unet_lgg",
+        "deepigeos_brats",
+        "deepigeos_brats_refine",
+        "iterative_fcn_spine",
+    }
+    assert info["models"]["iterative_fcn_spine"]["labels"]["vertebra 1 from the top"] == 1
     assert info["models"]["deepigeos_brats"]["labels"] == {"whole tumour": 1}
     assert info["models"]["igs_brats"]["labels"] == {"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4}
     assert info["models"]["deepigeos_brats_refine"]["type"] == "deepgrow"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .crf_segmenter import CRFSegmenter
+from .iterative_fcn import IterativeFCN
 from .pnet import PNet, rnet
 from .slicewise import SliceWise
 from .unet2d import UNet2d
