@@ -14,6 +14,8 @@ from .kspace import (
     KSpaceUndersampled,
     LearnedLines,
     OneSidedCenterLines,
+    RandKSpaceUndersample,
+    RandKSpaceUndersampled,
     RandomLines,
     apply_phase,
     broadcast_mask,
