@@ -23,6 +23,8 @@ from .kspace import (
     KSpaceUndersampled,
     LearnedLines,
     OneSidedCenterLines,
+    RandKSpaceUndersample,
+    RandKSpaceUndersampled,
     RandomLines,
     apply_phase,
     broadcast_mask,

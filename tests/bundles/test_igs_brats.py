@@ -10,9 +10,10 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.bundle import run as bundle_run
 
 from common.synthetic.brats import VALIDATION_FOLDERS
-from tests.bundles.conftest import run_bundle
+from tests.bundles.conftest import SPECS, run_bundle
 
 BUNDLE = "igs_brats"
 SIZE = 32  # the synthetic slices of conftest.SPECS: 32x32, lines along H
@@ -95,3 +96,48 @@ def test_inference_writes_brats_labels_on_the_input_grid(searched, tmp_path):
         seg = nib.load(pred)
         assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
         assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4}
+
+
+TASK_PATTERNS = {"classification": ["igs", "center", "random"], "reconstruction": ["igs_ssim", "center", "random"]}
+
+
+def run_in_process(tb, configs: list[str], run_id: str = "run", **overrides) -> None:
+    """``monai.bundle.run`` on the bundle's configs plus the tiny overrides, in this process (no interpreter start
+    per step; the bundle's logging configuration left alone)."""
+    tiny = tb.tmp / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    files = [str(tb.root / "configs" / c) for c in configs] + [str(tiny)]
+    meta = str(tb.root / "configs" / "metadata.json")
+    bundle_run(run_id, config_file=files, meta_file=meta, logging_file=False, bundle_root=str(tb.root), **overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classification", "reconstruction"])
+def test_task_trains_searches_and_compares_through_its_override(trained_bundle, task):
+    """Each task's override merged on the segmentation configs: its own training (ResNet-18 / U-Net), its own IGS
+    search with its loss, and the comparison scored by its metrics, in its own folders."""
+    tb = trained_bundle(BUNDLE)
+    data = {"dataset_dir": str(tb.data)}
+    run_in_process(tb, ["train.json", f"{task}.json"], "training", **data)
+    igs = {
+        "igs_accelerations": [8, 4],
+        "igs_lookahead": 0,
+        **({} if task == "classification" else {"igs_loss": "ssim"}),
+    }
+    run_in_process(tb, ["train.json", "igs_search.json", f"{task}.json"], **data, **igs)
+    args = {"forward_models": ["phase"], "comparison_seeds": [0, 1], "fine_tune_seeds": [1]}
+    args.update(comparison_patterns=TASK_PATTERNS[task], comparison_accelerations=[8])
+    run_in_process(tb, ["train.json", "evaluate.json", f"{task}.json"], **data, **args)
+    models, out = tb.root / "models" / task, tb.root / "eval" / task
+    assert (models / "model.pt").is_file() and (models / "checkpoint_last.pt").is_file()
+    name = TASK_PATTERNS[task][0]
+    meta = json.loads((models / f"{name}_phase_x8.json").read_text())
+    assert meta["loss"] == ("ce" if task == "classification" else "ssim") and len(meta["orders"]) == MODALITIES
+    rows = list(csv.DictReader(open(out / "pattern_comparison.csv")))
+    assert len(rows) == (1 + 2 + 2) + (1 + 2 + 1)  # frozen, fine-tuned (random: seed 1 only)
+    keys = ["accuracy", "auc"] if task == "classification" else [f"ssim_{m}" for m in ("flair", "t1", "t1ce", "t2")]
+    for r in rows:
+        assert int(r["lines"]) == SIZE // int(r["acceleration"])
+        assert all(0.0 <= float(r[k]) <= 1.0 for k in keys if r[k] != "nan") and "mean_fg" not in r
+    if task == "reconstruction":
+        assert all(float(r["ssim"]) == pytest.approx(np.mean([float(r[k]) for k in keys]), abs=1e-6) for r in rows)

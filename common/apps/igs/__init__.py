@@ -44,3 +44,11 @@ from .report import (
     plot_igs_search,
 )
 from .search import STARTS, IterativeGradientSampling
+from .tasks import (
+    TASKS,
+    ClassificationScores,
+    ReconstructionScores,
+    SegmentationScores,
+    pattern_scores,
+    task_slices,
+)

@@ -1,31 +1,25 @@
-"""Compare k-space line patterns by downstream segmentation (Dice, HD95, ASSD per volume): learned patterns against
-the baselines at equal budgets, under each forward model, with a frozen network and fine-tuned per pattern."""
+"""Compare k-space line patterns by a downstream task (segmentation: Dice, HD95, ASSD per volume; classification:
+accuracy, ROC AUC; reconstruction: SSIM, PSNR): learned patterns against the baselines at equal budgets, under each
+forward model, with a frozen network and fine-tuned per pattern."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.handlers.utils import write_metrics_reports
 from torch import nn
 from tqdm import tqdm
 
 from common.apps.igs.evaluation import (
     fine_tune,
-    pooled_dice,
-    predict_slices,
     volume_keys,
-    volume_surface_distances,
 )
 from common.apps.igs.fingerprint import check_fingerprint, weights_digest
 from common.apps.igs.objective import (
@@ -33,7 +27,7 @@ from common.apps.igs.objective import (
     cache_line_spectra,
 )
 from common.apps.igs.report import markdown_table, plot_dice_vs_acceleration
-from common.metrics.surface import SurfaceDistances, surface_summary
+from common.apps.igs.tasks import pattern_scores
 from common.transforms.kspace.masks import (
     distinct_frequencies,
     line_mask,
@@ -41,7 +35,6 @@ from common.transforms.kspace.masks import (
     num_lines,
 )
 from common.utils.atomic_io import atomic_path, write_csv_rows
-from common.utils.stats import nanmean
 
 __all__ = [
     "CENTER_FRACTIONS",
@@ -101,15 +94,22 @@ class PatternComparison:
 
     Protocols: ``frozen``, the pretrained network segments test images undersampled with each pattern;
     ``fine_tuned``, a copy of it is first fine-tuned ``fine_tune_epochs`` epochs on training images undersampled with
-    the pattern (AdamW ``fine_tune_lr``, 0.75 Dice + 0.25 CE, batch order from ``seed``) under the same forward
-    model; the seeded baselines are fine-tuned for the seeds in ``fine_tune_seeds`` only (one fine-tune per pattern,
-    seed, acceleration and forward model: the expensive part).
+    the pattern (AdamW ``fine_tune_lr``, ``fine_tune_loss``: 0.75 Dice + 0.25 CE by default, batch order from
+    ``seed``) under the same forward model; the seeded baselines are fine-tuned for the seeds in ``fine_tune_seeds``
+    only (one fine-tune per pattern, seed, acceleration and forward model: the expensive part).
 
-    Dice is computed per volume (the slices of a frame pooled) and averaged over volumes, per class (``dice_<class>``)
-    and over all classes incl. background (``mean``, the authors' figure). The scored structures are the foreground
-    classes, or the ``regions`` when given (sets of classes, e.g. the BraTS tumour regions; ``dice_<region>``); their
-    mean is ``mean_fg``. HD95 and ASSD are computed per volume (the slices of a frame stacked in slice order, in mm
-    from each slice's ``spacing``) and scored structure, averaged over volumes per structure (``hd95_<name>``,
+    The ``task`` decides the scores (:func:`~common.apps.igs.pattern_scores`): ``"segmentation"`` as below;
+    ``"classification"`` (two logits per slice, labels ``(1,)`` 0/1 from :func:`~common.apps.igs.task_slices`):
+    ``accuracy`` and ``auc`` over the test slices (:class:`~common.apps.igs.ClassificationScores`);
+    ``"reconstruction"`` (the image per channel, targets ``(C, H, W)`` in [0, 1]): ``ssim`` / ``psnr`` per channel
+    and their means (:class:`~common.apps.igs.ReconstructionScores`). Fine-tuning minimises ``fine_tune_loss``.
+
+    Segmentation: Dice is computed per volume (the slices of a frame pooled) and averaged over volumes, per class
+    (``dice_<class>``) and over all classes incl. background (``mean``, the authors' figure). The scored structures
+    are the ``regions`` (sets of classes, e.g. the BraTS tumour regions; ``dice_<region>``), by default one per
+    foreground class (named after it, so ``dice_<class>``); their mean is ``mean_fg``. HD95 and ASSD are computed
+    per volume (the slices of a frame stacked in slice order, in mm from each slice's ``spacing``) and scored
+    structure, averaged over volumes per structure (``hd95_<name>``,
     ``assd_<name>``) and then over the structures (``hd95_mean_fg``, ``assd_mean_fg``); a structure empty in the
     prediction or the ground truth of a volume gives NaN, left out of the means, and is counted in
     ``surface_missed`` / ``surface_spurious`` (:data:`~common.metrics.EMPTY_MASK_CONVENTION`). ``lines`` and
@@ -118,14 +118,16 @@ class PatternComparison:
 
     Writes to ``output_dir``: ``pattern_comparison.csv`` (one row per forward model, protocol, pattern, acceleration
     and seed; ``seed`` empty for unseeded patterns), ``pattern_comparison.md`` (one section per forward model; seeded
-    patterns as mean +- sample sd over their seeds), ``dice_vs_acceleration.png`` (a panel per forward model and
-    protocol), and the per-volume values ``pattern_comparison_{dice,hd95,assd}_raw.csv`` (one line per run and
+    patterns as mean +- sample sd over their seeds), ``dice_vs_acceleration.png`` (``auc_vs_acceleration.png``,
+    ``ssim_vs_acceleration.png`` for the other tasks; a panel per forward model and protocol), and for segmentation
+    the per-volume values ``pattern_comparison_{dice,hd95,assd}_raw.csv`` (one line per run and
     volume, named ``<forward_model>/<protocol>/<pattern>/x<acc>/<seed>/<patient>/<phase>`` with ``<seed>``
     ``seed<s>`` for a seeded pattern and ``-`` otherwise; the ``mean`` column is the NaN-aware mean over that line's
     classes).
 
     Args:
-        network: the pretrained network (weights loaded), ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
+        network: the pretrained network (weights loaded), ``(B, C, H, W)`` -> logits ``(B, K, H, W)`` (segmentation),
+            ``(B, 2)`` (classification) or an image ``(B, C, H, W)`` (reconstruction).
         train_data / test_data: slice dicts (``image`` ``(C, H, W)`` magnitude, ``label`` ``(1, H, W)``,
             ``patient``, ``phase``, ``slice``; test slices also ``spacing`` ``(3,)`` mm, see
             :func:`~common.data.acdc.load_acdc_slices`; without ``spacing`` the distances are in pixels).
@@ -134,6 +136,11 @@ class PatternComparison:
         class_names: one per output class, background first.
         regions: ``{name: class indices}``, the structures scored instead of the foreground classes (regions may
             overlap: BraTS whole tumour, tumour core, enhancing tumour); ``None`` scores each foreground class.
+            Segmentation only.
+        task: ``"segmentation"``, ``"classification"`` or ``"reconstruction"`` (:data:`~common.apps.igs.TASKS`);
+            ``class_names`` are then the two classes, or the image channels.
+        fine_tune_loss: the :func:`~common.apps.igs.igs_loss` name fine-tuning minimises (``"dice_ce"``; ``"ce"``
+            for classification; ``"l1"``, ``"ssim"`` or ``"ssim_l1"`` for reconstruction).
         accelerations: factors to compare.
         patterns: baselines (:data:`BASELINES`) and learned pattern names (letters, digits, ``_``, ``-``).
         protocols: any of ``frozen``, ``fine_tuned``.
@@ -180,6 +187,8 @@ class PatternComparison:
         max_phase: float = math.pi,
         pattern_sources: Mapping[str, Sequence[str]] | None = None,
         regions: Mapping[str, Sequence[int]] | None = None,
+        task: str = "segmentation",
+        fine_tune_loss: str = "dice_ce",
     ) -> None:
         bad = [p for p in patterns if p not in BASELINES and (p == "full" or not _NAME.fullmatch(str(p)))]
         if bad or not patterns or len(set(patterns)) != len(patterns):
@@ -218,15 +227,10 @@ class PatternComparison:
         self.train_data, self.test_data = train_data, test_data
         self.output_dir, self.patterns_dir = Path(output_dir), Path(patterns_dir)
         self.class_names = list(class_names)
-        self.regions = {str(k): tuple(int(c) for c in v) for k, v in regions.items()} if regions else None
-        bad_regions = {
-            k: v for k, v in (self.regions or {}).items() if not v or not set(v) <= set(range(len(self.class_names)))
-        }
-        if bad_regions or (self.regions is not None and set(self.regions) & set(self.class_names)):
-            raise ValueError(
-                f"regions: expected non-empty sets of class indices < {len(self.class_names)}, named apart from the "
-                f"classes {self.class_names}, found {regions}"
-            )
+        self.task = task
+        self.scorer = pattern_scores(task, self.class_names, regions)
+        self.regions = getattr(self.scorer, "regions", None)
+        self.fine_tune_loss = fine_tune_loss
         self.accelerations = [int(a) for a in accelerations]
         self.patterns, self.protocols, self.forward_models = list(patterns), list(protocols), list(forward_models)
         self.seeds, self.fine_tune_seeds = seeds, fine_tune_seeds
@@ -247,21 +251,8 @@ class PatternComparison:
 
     @property
     def scored(self) -> list[str]:
-        """The names of the scored structures: the regions, or the foreground classes."""
-        return list(self.regions) if self.regions is not None else self.class_names[1:]
-
-    def _scores(self, pred: torch.Tensor, label: torch.Tensor, volumes: Sequence[str]) -> tuple[np.ndarray, ...]:
-        """Dice per volume and class ``(V, K)``, Dice per volume and scored structure, and the surface distances."""
-        n = len(self.class_names)
-        dice = pooled_dice(pred, label, volumes, n)
-        if self.regions is None:
-            return dice, dice[:, 1:], volume_surface_distances(pred, label, self.test_data, n)
-        regions = list(self.regions.values())
-        return (
-            dice,
-            pooled_dice(pred, label, volumes, regions=regions),
-            volume_surface_distances(pred, label, self.test_data, regions=regions),
-        )
+        """The names of the scored structures of segmentation (the regions; one per foreground class by default)."""
+        return getattr(self.scorer, "scored", [])
 
     @property
     def learned(self) -> list[str]:
@@ -358,8 +349,7 @@ class PatternComparison:
         learned = self._learned_masks(width)  # every file checked before any spectrum is computed
         baseline = self._baseline_masks(width)
         volumes = volume_keys(self.test_data)
-        rows, details = [], []
-        unit = "px"
+        rows, details, runs_done = [], [], []
         runs = self._runs()
         for fm in self.forward_models:
             cache = {
@@ -387,32 +377,19 @@ class PatternComparison:
                         pe_dim=self.pe_dim,
                         amp=self.amp,
                         seed=self.seed,
+                        loss=self.fine_tune_loss,
                     )
-                pred, label = predict_slices(net, test, mask, self.pe_dim, self.amp)
-                dice, scored, surface = self._scores(pred, label, volumes)
-                unit = surface.unit
-                rows.append(self._row(fm, protocol, pattern, acc, seed, mask, dice, scored, surface))
-                details.append(
-                    (f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}", dice, surface)
-                )
-                r = rows[-1]
-                logger.info(
-                    "%s %s %s x%d%s: Dice mean_fg %.4f mean %.4f, HD95 mean_fg %.2f %s, ASSD mean_fg %.2f %s",
-                    fm,
-                    protocol,
-                    pattern,
-                    acc,
-                    "" if seed is None else f" seed {seed}",
-                    r["mean_fg"],
-                    r["mean"],
-                    r["hd95_mean_fg"],
-                    unit,
-                    r["assd_mean_fg"],
-                    unit,
-                )
+                pred, label = self.scorer.predict(net, test, mask, self.pe_dim, self.amp)
+                metrics, detail = self.scorer.score(pred, label, self.test_data)
+                rows.append(self._row(fm, protocol, pattern, acc, seed, mask, metrics))
+                runs_done.append(f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}")
+                details.append(detail)
+                shown = ", ".join(f"{k} {rows[-1][k]:.4f}" for k, _, _ in self.scorer.tables())
+                seed_text = "" if seed is None else f" seed {seed}"
+                logger.info("%s %s %s x%d%s: %s", fm, protocol, pattern, acc, seed_text, shown)
             del test, train  # one forward model's spectra in memory at a time
-        self._write(rows, len(self.test_data), len(set(volumes)), unit)
-        self._write_per_volume(details, sorted(set(volumes)))
+        self._write(rows, len(self.test_data), len(set(volumes)))
+        self.scorer.write_details(self.output_dir, runs_done, details, self.test_data)
         logger.info("pattern comparison done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
         return rows
 
@@ -424,12 +401,10 @@ class PatternComparison:
         acc: int,
         seed: int | None,
         mask: torch.Tensor,
-        dice: np.ndarray,
-        scored: np.ndarray,
-        surface: SurfaceDistances,
+        metrics: dict,
     ) -> dict:
         rows = mask.reshape(-1, mask.shape[-1])
-        row = {
+        return {
             "forward_model": forward_model,
             "protocol": protocol,
             "pattern": pattern,
@@ -437,43 +412,18 @@ class PatternComparison:
             "seed": seed,
             "lines": int((rows > 0).sum(-1).max()),  # per pattern row: every row of a learned pattern has the budget
             "distinct_f": _mean_count(distinct_frequencies(rows)),  # mean over the rows of a per-channel pattern
+            **metrics,
         }
-        per_class = nanmean(dice, axis=0)
-        row.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
-        per_scored = nanmean(scored, axis=0)
-        if self.regions is not None:
-            row.update({f"dice_{n}": float(v) for n, v in zip(self.scored, per_scored)})
-        row["mean_fg"] = float(nanmean(per_scored))
-        row["mean"] = float(nanmean(per_class))
-        summary = surface_summary(surface)
-        for key in ("hd95", "assd"):
-            row.update({f"{key}_{n}": float(v) for n, v in zip(self.scored, summary[key])})
-            row[f"{key}_mean_fg"] = float(nanmean(summary[key]))
-        row["surface_missed"] = int(summary["missed"].sum())
-        row["surface_spurious"] = int(summary["spurious"].sum())
-        return row
 
-    def _write(self, rows: list[dict], n_slices: int, n_volumes: int, unit: str) -> None:
+    def _write(self, rows: list[dict], n_slices: int, n_volumes: int) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_csv_rows(self.output_dir / "pattern_comparison.csv", rows)
+        scorer = self.scorer
         with atomic_path(self.output_dir / "pattern_comparison.md") as tmp:
-            tmp.write_text(markdown_table(rows, self.accelerations, n_slices, n_volumes, unit, self.scored))
-        plot_dice_vs_acceleration(rows, self.output_dir / "dice_vs_acceleration.png", self.scored)
-
-    def _write_per_volume(self, details: list[tuple[str, np.ndarray, SurfaceDistances]], names: list[str]) -> None:
-        """Per-volume values with MONAI's ``write_metrics_reports`` (one ``<key>_raw.csv`` per metric, a line per run
-        and volume, a column per class plus their mean); it writes with plain ``open()``, so into a temporary folder
-        first, then each file is moved into place in one rename."""
-        lines = [f"{run}/{name}" for run, _, _ in details for name in names]
-        values = {
-            "pattern_comparison_dice": (np.concatenate([d for _, d, _ in details]), self.class_names),
-            "pattern_comparison_hd95": (np.concatenate([s.hd95 for _, _, s in details]), self.scored),
-            "pattern_comparison_assd": (np.concatenate([s.assd for _, _, s in details]), self.scored),
-        }
-        with tempfile.TemporaryDirectory(dir=self.output_dir, prefix=".per_volume.") as tmp:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # its nanmean of a line whose classes are all NaN
-                for key, (v, labels) in values.items():
-                    write_metrics_reports(tmp, lines, None, {key: v}, None, class_labels=list(labels))
-            for key in values:
-                os.replace(Path(tmp) / f"{key}_raw.csv", self.output_dir / f"{key}_raw.csv")
+            tmp.write_text(
+                markdown_table(
+                    rows, self.accelerations, tables=scorer.tables(), summary=scorer.summary(n_slices, n_volumes)
+                )
+            )
+        metric, label = scorer.headline()
+        plot_dice_vs_acceleration(rows, self.output_dir / scorer.figure, metric=metric, label=label)

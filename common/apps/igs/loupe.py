@@ -159,6 +159,8 @@ class LOUPE:
             before clipping, on older CUDA devices; ``"bf16"`` / ``"fp16"`` to choose). The FFTs, the mask and the
             loss stay float32.
         normalize: applied to each undersampled image before the network (default per-slice z-score).
+        loss: the :func:`~common.apps.igs.igs_loss` name minimised (default the batch-pooled soft Dice; ``"ce"`` for
+            classification, ``"l1"`` / ``"ssim"`` / ``"ssim_l1"`` for reconstruction).
     """
 
     def __init__(
@@ -179,6 +181,7 @@ class LOUPE:
         device: str | torch.device = "cpu",
         amp: bool | str = False,
         normalize: Normalize | None = zscore_slices,
+        loss: str = LOSS,
     ) -> None:
         if not data:
             raise ValueError("LOUPE: expected at least one slice in data, found none")
@@ -211,7 +214,8 @@ class LOUPE:
         self.amp = amp
         self.autocast_dtype, self.loss_scale = autocast_settings(self.device, amp)
         self.normalize = normalize
-        self.loss_fn = igs_loss(LOSS)
+        self.loss_name = loss
+        self.loss_fn = igs_loss(loss)
 
     def pattern_path(self, acceleration: float) -> Path:
         """``<output_dir>/loupe_<forward_model>_x<acceleration>.npy``."""
@@ -224,7 +228,7 @@ class LOUPE:
             self.network,
             self.data,
             method="loupe",
-            loss=LOSS,
+            loss=self.loss_name,
             **acquisition_settings(self.forward_model, self.phase_seed_base, self.max_phase, self.normalize),
             epochs=self.epochs,
             lr=self.lr,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss, DiceLoss
+from monai.losses import DiceCELoss, DiceLoss, SSIMLoss
 from torch import nn
 
 from common.transforms.intensity.array import zscore_slices
@@ -19,6 +19,9 @@ from common.transforms.kspace.phase import apply_phase, phase_seed, smooth_phase
 
 __all__ = [
     "FP16_LOSS_SCALE",
+    "SSIM_L1_WEIGHT",
+    "SliceCrossEntropy",
+    "SSIML1Loss",
     "pick_ties",
     "Normalize",
     "LossFn",
@@ -46,13 +49,40 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
-LOSSES = ("dice", "dice_pooled", "dice_ce")
+LOSSES = ("dice", "dice_pooled", "dice_ce", "ce", "l1", "ssim", "ssim_l1")
+
+SSIM_L1_WEIGHT = 0.84
+"""Weight of the SSIM term of ``"ssim_l1"`` (the L1 term gets the rest), as the authors' later code."""
 
 FORWARD_MODELS = ("magnitude", "phase")
 
 
+class SliceCrossEntropy(nn.Module):
+    """Cross-entropy of per-slice logits ``(B, K)`` against class indices ``(B, 1)`` (stored as floats) -> scalar."""
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), label.reshape(len(label)).round().long())
+
+
+class SSIML1Loss(nn.Module):
+    """``weight * (1 - SSIM) + (1 - weight) * L1`` of an image ``(B, C, H, W)`` against its target in [0, 1]
+    (MONAI's ``SSIMLoss``, data range 1, per channel) -> scalar."""
+
+    def __init__(self, weight: float = SSIM_L1_WEIGHT) -> None:
+        super().__init__()
+        self.weight = float(weight)
+        self.ssim = SSIMLoss(spatial_dims=2, data_range=1.0)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ssim = self.ssim(output, target) if self.weight else 0.0
+        l1 = nn.functional.l1_loss(output, target) if self.weight != 1.0 else 0.0
+        return self.weight * ssim + (1.0 - self.weight) * l1
+
+
 def igs_loss(name: str = "dice") -> nn.Module:
-    """The search loss by name; labels are class indices ``(B, 1, H, W)``, logits ``(B, K, H, W)`` -> scalar.
+    """The search (and fine-tuning) loss by name -> a module ``(network output, label) -> scalar``.
+
+    Segmentation: logits ``(B, K, H, W)``, labels class indices ``(B, 1, H, W)``.
 
     - ``"dice"``: soft Dice on the softmax per slice and class (MONAI's smoothing 1e-5), background included, then
       averaged over slices and classes.
@@ -60,6 +90,12 @@ def igs_loss(name: str = "dice") -> nn.Module:
       pixels (``dims=(0, 2, 3)``), ``1 - mean_k 2 sum(p g) / (sum(p) + sum(g) + 1e-7)``, background included
       (MONAI ``DiceLoss(batch=True)`` with that smoothing). Its value depends on which slices share a batch.
     - ``"dice_ce"``: 0.75 Dice + 0.25 cross-entropy, the fine-tuning loss of the paper.
+
+    Classification: logits ``(B, K)``, labels ``(B, 1)``: ``"ce"``, cross-entropy (:class:`SliceCrossEntropy`).
+
+    Reconstruction: the image ``(B, C, H, W)`` against the target in [0, 1] of the same shape: ``"l1"`` (mean
+    absolute error), ``"ssim"`` (1 - SSIM, MONAI's ``SSIMLoss`` with data range 1: Gaussian window 11, sigma 1.5,
+    per channel) and ``"ssim_l1"`` (:data:`SSIM_L1_WEIGHT` SSIM + the rest L1, :class:`SSIML1Loss`).
     """
     if name == "dice":
         return DiceLoss(to_onehot_y=True, softmax=True)
@@ -69,6 +105,10 @@ def igs_loss(name: str = "dice") -> nn.Module:
         )
     if name == "dice_ce":
         return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.75, lambda_ce=0.25)
+    if name == "ce":
+        return SliceCrossEntropy()
+    if name in ("l1", "ssim", "ssim_l1"):
+        return SSIML1Loss({"l1": 0.0, "ssim": 1.0, "ssim_l1": SSIM_L1_WEIGHT}[name])
     raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, found '{name}'")
 
 

@@ -140,26 +140,25 @@ def _seed_count(groups: Sequence[list[dict]]) -> str:
 def markdown_table(
     rows: Sequence[dict],
     accelerations: Sequence[int],
-    n_slices: int,
-    n_volumes: int,
-    unit: str = "mm",
-    scored: Sequence[str] = ("RV", "myocardium", "LV"),
+    tables: Sequence[tuple[str, str, int]],
+    summary: str,
 ) -> str:
     """Markdown of the pattern comparison rows (:class:`~common.apps.igs.PatternComparison`, one per forward model,
     protocol, pattern, acceleration and seed).
 
-    A header (test set; what each forward model is), then one section per forward model: lines sampled and distinct
-    ``|f|`` per pattern and acceleration, and per protocol the Dice (mean over the foreground classes, in brackets
-    the mean incl. background), HD95 and ASSD (in ``unit``) by pattern and acceleration with full sampling as a
-    reference row. A pattern with several rows (seeds) shows mean +- sample sd over them (``ddof=1``) and the column
-    ``seeds`` says how many. Then the empty-mask counts and every row as it is in the CSV. ``scored``: the names of
-    the structures ``mean_fg`` averages (the foreground classes, or regions), as the titles name them.
+    A header (``summary``, the test set; what each forward model is), then one section per forward model: lines
+    sampled and distinct ``|f|`` per pattern and acceleration, and per protocol one table per ``tables`` entry
+    ``(row key, title, digits)`` (e.g. the task's Dice, HD95 and ASSD, or its AUC and accuracy) by pattern and
+    acceleration with full sampling as a reference row; a ``mean_fg`` cell also gives ``mean`` (Dice incl.
+    background) in brackets. A pattern with several rows (seeds) shows mean +- sample sd over them (``ddof=1``) and
+    the column ``seeds`` says how many. Then the empty-mask counts (when the rows have them) and every row as it is
+    in the CSV.
     """
     groups = _groups(rows)
     models = list(dict.fromkeys(k[0] for k in groups))
     protocols = list(dict.fromkeys(k[1] for k in groups))
     seeded = sorted({r["pattern"] for r in rows if r.get("seed") is not None})
-    out = [f"Test set: {n_volumes} volumes ({n_slices} slices). Scores per volume, averaged over volumes."]
+    out = [summary]
     if seeded:
         counts = ", ".join(
             f"{p}: {_seed_count([g for k, g in groups.items() if k[1] == p and k[2] in seeded])}" for p in protocols
@@ -174,13 +173,6 @@ def markdown_table(
     )
     out.append("")
     out += [f'Forward model "{m}": {FORWARD_MODEL_NOTES.get(m, "")}.' for m in models if m] + [""]
-    unit_text = "mm" if unit == "mm" else "pixels: 1 per pixel along H and W, 1 per slice"
-    names = ", ".join(scored)
-    tables = [
-        ("mean_fg", f"Dice, mean over {names} (in brackets: mean incl. background)", 3),
-        ("hd95_mean_fg", f"HD95 ({unit_text}), mean over {names}", 2),
-        ("assd_mean_fg", f"ASSD ({unit_text}), mean over {names}", 2),
-    ]
     accs = " | ".join(f"x{a}" for a in accelerations)
     for model in models:
         if model:
@@ -256,10 +248,14 @@ def _text(value: object) -> str:
 
 
 def plot_dice_vs_acceleration(
-    rows: Sequence[dict], path: str | Path, scored: Sequence[str] = ("RV", "myocardium", "LV")
+    rows: Sequence[dict],
+    path: str | Path,
+    metric: str = "mean_fg",
+    label: str = "Dice (mean over the foreground classes)",
 ) -> Path:
-    """Mean foreground Dice against acceleration, one line per pattern (mean over seeds, error bars one sample sd),
-    one panel per forward model (rows) and protocol (columns); full sampling dashed (PNG)."""
+    """A score against acceleration (row key ``metric``, axis ``label``: by default the mean foreground Dice), one
+    line per pattern (mean over seeds, error bars one sample sd), one panel per forward model (rows) and protocol
+    (columns); full sampling dashed (PNG)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
@@ -273,17 +269,17 @@ def plot_dice_vs_acceleration(
             mine = {k[2:]: g for k, g in groups.items() if k[:2] == (model, protocol)}
             for pattern in dict.fromkeys(k[0] for k in mine if k[0] != "full"):
                 accs = sorted(a for p, a in mine if p == pattern)
-                stats = [mean_sd([r["mean_fg"] for r in mine[(pattern, a)]]) for a in accs]
+                stats = [mean_sd([r[metric] for r in mine[(pattern, a)]]) for a in accs]
                 sd = [s if n > 1 else 0.0 for _, s, n in stats]
                 ax.errorbar(accs, [m for m, _, _ in stats], yerr=sd, marker="o", capsize=3, label=pattern)
             if ("full", 1) in mine:
-                full = mean_sd([r["mean_fg"] for r in mine[("full", 1)]])[0]
+                full = mean_sd([r[metric] for r in mine[("full", 1)]])[0]
                 ax.axhline(full, color="k", linestyle="--", label="full sampling")
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted({a for p, a in mine if p != "full"}))
             ax.get_xaxis().set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
             ax.set_xlabel("acceleration")
-            ax.set_ylabel(f"Dice (mean over {', '.join(scored)})")
+            ax.set_ylabel(label)
             ax.set_title(f"{model + ' model, ' if model else ''}{protocol} network")
             ax.legend(fontsize="small")
     fig.tight_layout()

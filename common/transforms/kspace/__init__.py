@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .array import KSpaceUndersample
-from .dictionary import KSpaceUndersampled
+from .array import KSpaceUndersample, RandKSpaceUndersample
+from .dictionary import KSpaceUndersampled, RandKSpaceUndersampled
 from .functional import broadcast_mask, check_pe_dim, line_spectrum, undersample, undersample_lines
 from .masks import (
     CenterLines,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
-from monai.transforms import Transform
+from monai.transforms import RandomizableTransform, Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
@@ -16,9 +17,9 @@ from common.transforms.kspace.functional import (
     check_pe_dim,
     undersample,
 )
-from common.transforms.kspace.masks import LearnedLines, MaskFactory
+from common.transforms.kspace.masks import LearnedLines, MaskFactory, line_pattern
 
-__all__ = ["KSpaceUndersample"]
+__all__ = ["KSpaceUndersample", "RandKSpaceUndersample"]
 
 
 class KSpaceUndersample(Transform):
@@ -75,3 +76,49 @@ class KSpaceUndersample(Transform):
         else:
             out = undersample(x, mask, self.pe_dim, self.point)
         return convert_to_dst_type(out.contiguous(), img, dtype=torch.float32)[0]
+
+
+class RandKSpaceUndersample(RandomizableTransform):
+    """With probability ``prob``, acquire a magnitude image with a line pattern drawn afresh per call: an
+    acceleration from ``accelerations`` (uniformly), then fastMRI-style random lines at that acceleration (a centre
+    block of ``center_fractions[acc]`` of the width plus random outer lines, :func:`line_pattern` ``"random"``) with
+    a seed drawn from the transform's generator (``set_random_state``), so runs repeat.
+
+    Trains a network on zero-filled images of many patterns (as the reconstruction U-Net of ``igs_brats``), so that
+    no baseline it is later compared with is the one it was trained on. Shapes as :class:`KSpaceUndersample`.
+    """
+
+    backend = KSpaceUndersample.backend
+
+    def __init__(
+        self,
+        accelerations: Sequence[float] = (4, 8, 16),
+        center_fractions: Mapping[float, float] | None = None,
+        pe_dim: int = -1,
+        prob: float = 1.0,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.pe_dim = check_pe_dim(pe_dim)
+        self.accelerations = [float(a) for a in accelerations]
+        fractions = {float(k): float(v) for k, v in (center_fractions or {4: 0.08, 8: 0.04, 16: 0.04}).items()}
+        missing = [a for a in self.accelerations if a not in fractions]
+        if not self.accelerations or missing:
+            raise ValueError(
+                f"accelerations, center_fractions: expected a centre fraction for every acceleration, found "
+                f"accelerations {list(accelerations)} and fractions for {sorted(fractions)}"
+            )
+        self.center_fractions = fractions
+        self._acceleration, self._seed = self.accelerations[0], 0
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        self._acceleration = self.accelerations[self.R.randint(len(self.accelerations))]
+        self._seed = int(self.R.randint(2**31 - 1))
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        factory = line_pattern("random", self._acceleration, self.center_fractions[self._acceleration], self._seed)
+        return KSpaceUndersample(factory, self.pe_dim)(img)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, RandomizableTransform
 
-from common.transforms.kspace.array import KSpaceUndersample
+from common.transforms.kspace.array import KSpaceUndersample, RandKSpaceUndersample
 from common.transforms.kspace.masks import MaskFactory
 
-__all__ = ["KSpaceUndersampled"]
+__all__ = ["KSpaceUndersampled", "RandKSpaceUndersampled"]
 
 
 class KSpaceUndersampled(MapTransform):
@@ -38,4 +38,38 @@ class KSpaceUndersampled(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.op(d[key])
+        return d
+
+
+class RandKSpaceUndersampled(RandomizableTransform, MapTransform):
+    """Dictionary twin of :class:`RandKSpaceUndersample`: one pattern drawn per call, the same for every key."""
+
+    backend = RandKSpaceUndersample.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        accelerations: Sequence[float] = (4, 8, 16),
+        center_fractions: Mapping[float, float] | None = None,
+        pe_dim: int = -1,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.op = RandKSpaceUndersample(accelerations, center_fractions, pe_dim, prob=1.0)
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandKSpaceUndersampled:
+        super().set_random_state(seed, state)
+        self.op.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        self.op.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key], randomize=False)
         return d

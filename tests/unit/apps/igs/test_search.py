@@ -355,7 +355,9 @@ def test_bad_arguments(tmp_path):
         IterativeGradientSampling(Threshold(), data, tmp_path, lines_per_iteration=0)
     with pytest.raises(ValueError, match="expected at least one line"):
         IterativeGradientSampling(Threshold(), data, tmp_path, accelerations=(64,))
-    with pytest.raises(ValueError, match="loss: expected one of dice, dice_pooled, dice_ce, found 'l2'"):
+    with pytest.raises(
+        ValueError, match="loss: expected one of dice, dice_pooled, dice_ce, ce, l1, ssim, ssim_l1, found .l2."
+    ):
         igs_loss("l2")
     with pytest.raises(ValueError, match="forward_model: expected one of magnitude, phase, found 'complex'"):
         IterativeGradientSampling(Threshold(), data, tmp_path, forward_model="complex")
