@@ -12,6 +12,16 @@ from .acdc import (
     load_acdc_slices,
     read_info_cfg,
 )
+from .atlas import (
+    ATLAS_LABELS,
+    ATLAS_RELEASES,
+    ATLAS_SHAPE,
+    AtlasScan,
+    atlas_datalist,
+    atlas_release,
+    find_atlas_scans,
+    write_atlas_datalist,
+)
 from .brats import (
     BRATS_LABELS,
     BRATS_MODALITIES,
@@ -22,6 +32,7 @@ from .brats import (
     find_brats_cases,
     write_brats_datalist,
 )
+from .datalist import datalist_path, fold_of_patients, write_datalist_json
 from .lgg import (
     CHANNELS,
     DATA_CSV_COLUMNS,
@@ -48,6 +59,14 @@ __all__ = [
     "find_acdc_frames",
     "load_acdc_slices",
     "read_info_cfg",
+    "ATLAS_LABELS",
+    "ATLAS_RELEASES",
+    "ATLAS_SHAPE",
+    "AtlasScan",
+    "atlas_datalist",
+    "atlas_release",
+    "find_atlas_scans",
+    "write_atlas_datalist",
     "BRATS_LABELS",
     "BRATS_MODALITIES",
     "BRATS_REGIONS",
@@ -69,6 +88,9 @@ __all__ = [
     "patient_id",
     "read_data_csv",
     "scale_percentiles",
+    "datalist_path",
+    "fold_of_patients",
+    "write_datalist_json",
     "SPLITS",
     "kfold_split",
     "split_by_fold",

@@ -36,4 +36,6 @@ from .labels import (
     ClassesToRegionsd,
     ConvertBratsLabels,
     ConvertBratsLabelsd,
+    MergeLesionMasks,
+    MergeLesionMasksd,
 )
