@@ -1,11 +1,18 @@
-"""Segmentation metrics beyond MONAI's own: per-volume binary scores, surface distances per class."""
+"""Segmentation metrics beyond MONAI's own: per-volume binary scores, surface distances per class, lesion scores
+(paper and ATLAS challenge)."""
 
 from __future__ import annotations
 
+from .lesion import LESION_SCORES, lesion_components, lesion_f1, lesion_scores, micro_dice
 from .segmentation import SCORES, binary_volume_scores, summarise, surface_status
 from .surface import EMPTY_MASK_CONVENTION, SurfaceDistances, surface_distances, surface_summary, surface_unit
 
 __all__ = [
+    "LESION_SCORES",
+    "lesion_components",
+    "lesion_f1",
+    "lesion_scores",
+    "micro_dice",
     "SCORES",
     "binary_volume_scores",
     "summarise",
