@@ -52,6 +52,7 @@ def image_of(served, bundle: str) -> nib.Nifti1Image:
         ("unet_lgg", {}),
         ("deepigeos_brats", {}),
         ("igs_brats", {"pattern": "center", "acceleration": 8}),
+        ("resunet_zoom_atlas", {}),
     ],
 )
 def test_automatic_inference_returns_a_label_on_the_image_grid(served, bundle, params):
@@ -67,7 +68,15 @@ def test_automatic_inference_returns_a_label_on_the_image_grid(served, bundle, p
 
 def test_info_lists_every_bundle_with_its_label_names(served):
     info = requests.get(f"{served.url}/info/", timeout=30).json()
-    assert set(info["models"]) == {"igs_acdc", "igs_brats", "unet_lgg", "deepigeos_brats", "deepigeos_brats_refine"}
+    assert set(info["models"]) == {
+        "igs_acdc",
+        "igs_brats",
+        "unet_lgg",
+        "deepigeos_brats",
+        "deepigeos_brats_refine",
+        "resunet_zoom_atlas",
+    }
+    assert info["models"]["resunet_zoom_atlas"]["labels"] == {"stroke lesion": 1}
     assert info["models"]["deepigeos_brats"]["labels"] == {"whole tumour": 1}
     assert info["models"]["igs_brats"]["labels"] == {"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4}
     assert info["models"]["deepigeos_brats_refine"]["type"] == "deepgrow"

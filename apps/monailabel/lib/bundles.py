@@ -107,6 +107,9 @@ BUNDLES: dict[str, BundleEntry] = {
             channels=4,
             labels={"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4},
         ),
+        # the latest stage trained (zoom-out when models/model_zoom_out.pt exists), sliding window over the volume;
+        # the network's one output channel is the lesion logit, written as label 1
+        BundleEntry("resunet_zoom_atlas", labels={"stroke lesion": 1}),
     ]
 }
 

@@ -86,7 +86,13 @@ class LesionEvaluation:
                     pred, seconds = self._predict(network, inferer, image)
                     scores = lesion_scores(pred, torch.as_tensor(label)[0], spacing, self.connectivity)
                     rows.append(
-                        {"model": model_name, "inference": inference, "case": item["case"], **scores, "seconds": seconds}
+                        {
+                            "model": model_name,
+                            "inference": inference,
+                            "case": item["case"],
+                            **scores,
+                            "seconds": seconds,
+                        }
                     )
         write_reports(rows, self.output_dir)
         for r in summarise_settings(rows):
