@@ -14,8 +14,9 @@ fi
 # the other bundles' default data (their `run training` works on it out of the box)
 [ -d data/lgg/kaggle_3m ] || $PY -m common.synthetic.lgg --out data/lgg
 [ -d data/brats/MICCAI_BraTS2020_TrainingData ] || $PY -m common.synthetic.brats --out data/brats --shape 96,96,64 --n_cases 24
-# ATLAS R2.0 layout on nilearn's MNI152 template at the real 1 mm grid (resunet_zoom_atlas; 2 Testing subjects)
-[ -d data/atlas/ATLAS_2 ] || $PY -m common.synthetic.atlas --out data/atlas --n_subjects 20 --n_testing 2
+# ATLAS R2.0 layout on nilearn's MNI152 template at the real 1 mm grid (resunet_zoom_atlas: 10 subjects in 5 folds,
+# 2 Testing subjects; about 20-40 s per subject on 2 CPU cores)
+[ -d data/atlas/ATLAS_2 ] || $PY -m common.synthetic.atlas --out data/atlas --n_subjects 10 --n_testing 2
 # Training resumes from models/checkpoint_last.pt, the searches from models/igs_<model>_state.json and LOUPE skips
 # the patterns it has written, when they exist and were made with the same settings: delete bundles/igs_acdc/models
 # to start afresh.
