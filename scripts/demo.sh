@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on small embedded data: set up .venv, write the synthetic ACDC, LGG, BraTS and ATLAS copies (every bundle's
-# default data), train the ACDC U-Net, run the IGS search and LOUPE under both forward models (phase-aware and
+# The main job on small embedded data: set up .venv, write the synthetic ACDC, LGG, BraTS, CSI 2014 spine and ATLAS
+# copies (every bundle's default data), train the ACDC U-Net, run the IGS search and LOUPE under both forward models (phase-aware and
 # magnitude-only) and compare the learned patterns with the baselines (configs/demo.json: x8 and x16, a small network,
 # short schedules). 32-57 minutes on 2 CPU cores shared with other jobs (measured; see the README).
 set -euo pipefail
@@ -14,6 +14,7 @@ fi
 # the other bundles' default data (their `run training` works on it out of the box)
 [ -d data/lgg/kaggle_3m ] || $PY -m common.synthetic.lgg --out data/lgg
 [ -d data/brats/MICCAI_BraTS2020_TrainingData ] || $PY -m common.synthetic.brats --out data/brats --shape 96,96,64 --n_cases 24
+[ -d data/csi2014/train ] || $PY -m common.synthetic.spine --out data/csi2014
 # ATLAS R2.0 layout on nilearn's MNI152 template at the real 1 mm grid (resunet_zoom_atlas: 10 subjects in 5 folds,
 # 2 Testing subjects; about 20-40 s per subject on 2 CPU cores)
 [ -d data/atlas/ATLAS_2 ] || $PY -m common.synthetic.atlas --out data/atlas --n_subjects 10 --n_testing 2

@@ -32,7 +32,7 @@ from .brats import (
     find_brats_cases,
     write_brats_datalist,
 )
-from .datalist import datalist_path, fold_of_patients, write_datalist_json
+from .datalist import datalist_path, write_datalist_json
 from .lgg import (
     CHANNELS,
     DATA_CSV_COLUMNS,
@@ -48,7 +48,17 @@ from .lgg import (
     read_data_csv,
     scale_percentiles,
 )
-from .splits import SPLITS, kfold_split, split_by_fold, train_val_test_split
+from .metaimage import METAIMAGE_TYPES, MetaImageReader, read_mhd, read_mhd_header, write_mhd
+from .spine import (
+    CSI_SUBSETS,
+    VERSE_LABELS,
+    VERSE_ORDER,
+    csi_datalist,
+    find_csi_cases,
+    find_verse_cases,
+    verse_datalist,
+)
+from .splits import SPLITS, fold_of, kfold_split, split_by_fold, train_val_test_split
 
 __all__ = [
     "GROUPS",
@@ -88,10 +98,22 @@ __all__ = [
     "patient_id",
     "read_data_csv",
     "scale_percentiles",
+    "METAIMAGE_TYPES",
+    "MetaImageReader",
+    "read_mhd",
+    "read_mhd_header",
+    "write_mhd",
+    "CSI_SUBSETS",
+    "VERSE_LABELS",
+    "VERSE_ORDER",
+    "csi_datalist",
+    "find_csi_cases",
+    "find_verse_cases",
+    "verse_datalist",
     "datalist_path",
-    "fold_of_patients",
     "write_datalist_json",
     "SPLITS",
+    "fold_of",
     "kfold_split",
     "split_by_fold",
     "train_val_test_split",

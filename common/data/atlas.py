@@ -29,7 +29,8 @@ from typing import NoReturn
 import nibabel as nib
 import numpy as np
 
-from common.data.datalist import datalist_path, fold_of_patients, write_datalist_json
+from common.data.datalist import datalist_path, write_datalist_json
+from common.data.splits import fold_of
 
 __all__ = [
     "ATLAS_RELEASES",
@@ -272,21 +273,22 @@ def atlas_datalist(
     A training item is ``{"image": <T1w>, "label": [<lesion masks>], "fold": k, "case": <subject_session>,
     "subject": id}``: ``LoadImaged(keys=["image", "label"], ensure_channel_first=True)`` gives a ``(1, H, W, D)``
     image and an ``(n_masks, H, W, D)`` label that :class:`~common.transforms.MergeLesionMasksd` merges. Fold ``k`` of a
-    subject: :func:`~common.data.datalist.fold_of_patients` (``num_folds``, ``seed``), the same for all its scans.
+    subject: :func:`~common.data.fold_of` over the distinct subjects (``num_folds``, ``seed``), the same for all its
+    scans.
     ``testing`` (R2.0): also list ``Testing/`` (T1w only) under ``"testing"``. Paths are absolute, or relative to
     ``base_dir``. Metadata as :func:`~common.data.brats_datalist`'s.
     """
     release = atlas_release(dataset_dir)
     training = find_atlas_scans(dataset_dir, "Training", require_label=True)
     test_scans = find_atlas_scans(dataset_dir, "Testing", require_label=False) if testing else []
-    fold_of = fold_of_patients([s.subject for s in training], num_folds, seed)
+    folds = fold_of(list(dict.fromkeys(s.subject for s in training)), num_folds, seed)
 
     def item(s: AtlasScan) -> dict:
         d: dict = {"image": datalist_path(s.image, base_dir)}
         if s.lesions:
             d["label"] = [datalist_path(p, base_dir) for p in s.lesions]
-        if s.subject in fold_of:
-            d["fold"] = fold_of[s.subject]
+        if s.subject in folds:
+            d["fold"] = folds[s.subject]
         d["case"] = s.case
         d["subject"] = s.subject
         return d

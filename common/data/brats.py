@@ -24,7 +24,8 @@ from typing import NoReturn
 import nibabel as nib
 import numpy as np
 
-from common.data.datalist import datalist_path, fold_of_patients, write_datalist_json
+from common.data.datalist import datalist_path, write_datalist_json
+from common.data.splits import fold_of
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -270,7 +271,8 @@ def brats_datalist(
             f"{testing_dir}: expected cases other than the training cases of {dataset_dir}, found {len(shared)} of "
             f"them again ({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})"
         )
-    fold_of = fold_of_patients([c.case for c in training], num_folds, seed)
+    ids = [c.case for c in training]
+    folds = fold_of(ids, num_folds, seed)
 
     def path(p: Path) -> str:
         return datalist_path(p, base_dir)
@@ -279,8 +281,8 @@ def brats_datalist(
         d: dict = {"image": [path(c.images[m]) for m in modalities]}
         if c.seg is not None:
             d["label"] = path(c.seg)
-        if c.case in fold_of:
-            d["fold"] = fold_of[c.case]
+        if c.case in folds:
+            d["fold"] = folds[c.case]
         d["case"] = c.case
         return d
 

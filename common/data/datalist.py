@@ -1,25 +1,16 @@
-"""Decathlon-style datalists shared by the volume loaders: patient-level folds, paths relative to the JSON file, and
-the atomic write that :func:`monai.data.load_decathlon_datalist` reads back."""
+"""Decathlon-style datalists shared by the volume loaders: paths relative to the JSON file, and the atomic write that
+:func:`monai.data.load_decathlon_datalist` reads back (the folds: :func:`~common.data.fold_of`)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from common.data.splits import kfold_split
 from common.utils.atomic_io import atomic_path
 
-__all__ = ["fold_of_patients", "datalist_path", "write_datalist_json"]
-
-
-def fold_of_patients(patients: Sequence[Hashable], num_folds: int = 5, seed: int = 0) -> dict[Hashable, int]:
-    """Patient id -> fold: fold ``k`` is the validation set of fold ``k`` of :func:`~common.data.kfold_split` over the
-    distinct ``patients`` (``num_folds``, ``seed``), so equal arguments give equal folds whatever the listing order and
-    every patient (with all of its scans) is in exactly one fold."""
-    ids = list(dict.fromkeys(patients))
-    return {i: k for k in range(num_folds) for i in kfold_split(ids, num_folds, k, seed)[1]}
+__all__ = ["datalist_path", "write_datalist_json"]
 
 
 def datalist_path(path: str | Path, base_dir: str | Path | None = None) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 from monai.data import partition_dataset
 
-__all__ = ["kfold_split", "train_val_test_split", "split_by_fold", "SPLITS"]
+__all__ = ["kfold_split", "fold_of", "train_val_test_split", "split_by_fold", "SPLITS"]
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -64,6 +64,12 @@ def kfold_split(
     ids = _check_ids(ids, num_folds, fold, "kfold_split")
     val = set(_folds(ids, num_folds, seed, groups)[fold])
     return [i for i in ids if i not in val], [i for i in ids if i in val]
+
+
+def fold_of(ids: Sequence[Hashable], num_folds: int = 5, seed: int = 0) -> dict[Hashable, int]:
+    """The fold of every id under :func:`kfold_split` (``{id: k}``: id is in the validation set of fold ``k``), as the
+    datalists with folds (:func:`~common.data.brats_datalist`, :func:`~common.data.csi_datalist`) record it."""
+    return {i: k for k in range(num_folds) for i in kfold_split(ids, num_folds, k, seed)[1]}
 
 
 def train_val_test_split(

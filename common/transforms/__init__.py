@@ -1,10 +1,19 @@
-"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, labels, I/O."""
+"""Transforms by concept, each an array/dictionary pair: k-space, intensity, clicks, geodesic maps, labels, boundary
+weights, I/O."""
 
 from __future__ import annotations
 
 from .clicks import SimulateClicks, SimulateClicksd, clicks_per_region, clicks_to_seeds, simulate_clicks
 from .geodesic import BACKENDS, GeodesicMaps, GeodesicMapsd, geodesic_map, has_fastgeodis, has_geodistk
-from .intensity import ZScoreForeground, ZScoreForegroundd, ZScoreSlices, ZScoreSlicesd, zscore_slices
+from .intensity import (
+    HounsfieldUnits,
+    HounsfieldUnitsd,
+    ZScoreForeground,
+    ZScoreForegroundd,
+    ZScoreSlices,
+    ZScoreSlicesd,
+    zscore_slices,
+)
 from .io import SaveLggMasks, SaveLggMasksd
 from .kspace import (
     CenterLines,
@@ -39,3 +48,4 @@ from .labels import (
     MergeLesionMasks,
     MergeLesionMasksd,
 )
+from .weights import BoundaryWeight, BoundaryWeightd, boundary_weights

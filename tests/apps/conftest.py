@@ -14,7 +14,7 @@ import pytest
 
 from apps.monailabel.lib.bundles import BUNDLES
 from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
-from common.data import BRATS_MODALITIES
+from common.data import BRATS_MODALITIES, read_mhd
 
 
 def _require_monailabel() -> None:
@@ -49,9 +49,13 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
     first = nib.load(case / f"{case.name}_flair.nii.gz")
     stack = np.stack([np.asarray(nib.load(case / f"{case.name}_{m}.nii.gz").dataobj) for m in BRATS_MODALITIES], -1)
     nib.save(nib.Nifti1Image(stack.astype(np.float32), first.affine), studies / "brats4_case.nii.gz")
+    spine = sorted((bundles["iterative_fcn_spine"].data / "test" / "img").glob("*.mhd"))[0]  # CSI .mhd -> NIfTI
+    ct, affine = read_mhd(spine)
+    nib.save(nib.Nifti1Image(ct, affine), studies / "spine_case.nii.gz")
     t1w = sorted((bundles["resunet_zoom_atlas"].data / "Testing").glob("*/*/*/anat/*_T1w.nii.gz"))[0]
     shutil.copy(t1w, studies / "atlas_case.nii.gz")
     return {
+        "iterative_fcn_spine": "spine_case",
         "igs_acdc": "acdc_case",
         "deepigeos_brats": "brats_case",
         "unet_lgg": lgg.name[: -len(".nii.gz")],
@@ -62,7 +66,7 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def served(trained_bundle, deepigeos_staged, tmp_path_factory):
-    """The five tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
+    """The tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
     trained = {name: trained_bundle(name) for name in BUNDLES}  # the served ones; DeepIGeoS with deepigeos_staged
     tmp = tmp_path_factory.mktemp("monailabel")

@@ -52,6 +52,7 @@ def image_of(served, bundle: str) -> nib.Nifti1Image:
         ("unet_lgg", {}),
         ("deepigeos_brats", {}),
         ("igs_brats", {"pattern": "center", "acceleration": 8}),
+        ("iterative_fcn_spine", {}),
         ("resunet_zoom_atlas", {}),
     ],
 )
@@ -61,7 +62,9 @@ def test_automatic_inference_returns_a_label_on_the_image_grid(served, bundle, p
     assert label.shape == image.shape[:3]
     np.testing.assert_allclose(label.affine, image.affine, atol=1e-4)
     values = np.unique(np.asarray(label.dataobj))
-    expected = {"igs_acdc": {0, 1, 2, 3}, "igs_brats": {0, 1, 2, 4}}.get(bundle, {0, 1})
+    expected = {"igs_acdc": {0, 1, 2, 3}, "igs_brats": {0, 1, 2, 4}, "iterative_fcn_spine": set(range(256))}.get(
+        bundle, {0, 1}
+    )
     assert set(values.tolist()) <= expected
     assert result["weights"].endswith(".pt") and result["weights_mtime_ns"] > 0
 
@@ -74,8 +77,10 @@ def test_info_lists_every_bundle_with_its_label_names(served):
         "unet_lgg",
         "deepigeos_brats",
         "deepigeos_brats_refine",
+        "iterative_fcn_spine",
         "resunet_zoom_atlas",
     }
+    assert info["models"]["iterative_fcn_spine"]["labels"]["vertebra 1 from the top"] == 1
     assert info["models"]["resunet_zoom_atlas"]["labels"] == {"stroke lesion": 1}
     assert info["models"]["deepigeos_brats"]["labels"] == {"whole tumour": 1}
     assert info["models"]["igs_brats"]["labels"] == {"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4}
@@ -129,6 +134,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(served):
         ("deepigeos_brats_refine", image, {"foreground": [[shape[0] + 5, 0, 0]]}, 400, "inside the image"),
         ("deepigeos_brats_refine", image, {"foreground": "centre"}, 400, "voxel indices"),
         ("deepigeos_brats_refine", image, {"foreground": [[1.5, 2, 3]]}, 400, "voxel indices"),
+        ("deepigeos_brats_refine", image, {"background": [[True, 2, 3]]}, 400, "params.background: expected voxel"),
         ("deepigeos_brats_refine", image, {"reset": "yes"}, 400, "reset"),
         ("igs_acdc", served.images["igs_acdc"], {"acceleration": "eight"}, 400, "acceleration"),
         ("igs_acdc", served.images["igs_acdc"], {"pattern": "zigzag"}, 400, "zigzag"),

@@ -19,6 +19,7 @@ from common.synthetic.acdc import write_synthetic_acdc
 from common.synthetic.atlas import write_synthetic_atlas
 from common.synthetic.brats import TRAINING_FOLDERS, write_synthetic_brats
 from common.synthetic.lgg import write_synthetic_lgg
+from common.synthetic.spine import write_synthetic_spine
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -99,6 +100,26 @@ SPECS = {
             "refine_margin": 4,
         },
         input_shape=(1, 1, 19, 22, 17),
+    ),
+    "iterative_fcn_spine": BundleSpec(
+        # CSI layout, 5 training cases (fold 0 validates) + 2 test cases, 24x24x40 voxels, vertebrae at 0.6 scale
+        write_data=lambda out: write_synthetic_spine(out, n_training=5, n_testing=2, shape=(24, 24, 40), scale=0.6),
+        tiny={
+            "features": 4,
+            "patch_size": [16, 16, 16],
+            "epochs": 2,
+            "batch_size": 2,
+            "num_workers": 0,
+            "samples_per_case": 2,
+            "min_voxels": 20,
+            "max_steps": 300,
+        },
+        input_shape=(2, 2, 16, 16, 16),
+        extra={"verify_net_in_out_args": ("--n", "2")},
+        # 10 training cases: 2 in the validation fold, one per rank
+        multi_gpu_data=lambda out: write_synthetic_spine(
+            out, n_training=10, n_testing=1, shape=(24, 24, 40), scale=0.6
+        ),
     ),
     "resunet_zoom_atlas": BundleSpec(
         # 10 subjects at 8 mm (25x29x24) in 5 folds: 2 test, 2 validation (one per rank in the two-process run),

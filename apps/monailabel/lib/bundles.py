@@ -78,6 +78,15 @@ class BundleEntry:
         return (shape[3] if len(shape) == 4 else 1) == self.channels
 
 
+def _source_path(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's ``image_path`` moved to ``source_path``: MONAI's ``Spacingd`` updates every ``image_*`` item of a
+    NIfTI image as a meta dict, and fails on this string (bundles that resample, ``iterative_fcn_spine``)."""
+    d = dict(data)
+    if "image_path" in d:
+        d["source_path"] = d.pop("image_path")
+    return d
+
+
 def _files(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """Datastore items as the bundle's data (files read by its own ``LoadImaged``); all of them train and validate."""
     data = [{"image": i["image"], "label": i["label"]} for i in items]
@@ -106,6 +115,12 @@ BUNDLES: dict[str, BundleEntry] = {
             params={"pattern": Param("pattern", str), "acceleration": Param("acceleration", int)},
             channels=4,
             labels={"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4},
+        ),
+        BundleEntry(
+            "iterative_fcn_spine",  # datastore CTs are NIfTI (the bundle reads CSI's .mhd by default)
+            overrides={"image_reader": "NibabelReader"},
+            load=lambda: [_source_path],
+            labels={f"vertebra {i} from the top": i for i in range(1, 26)},  # instances in the order found
         ),
         # the latest stage trained (zoom-out when models/model_zoom_out.pt exists), sliding window over the volume;
         # the network's one output channel is the lesion logit, written as label 1

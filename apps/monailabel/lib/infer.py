@@ -17,6 +17,8 @@ from monai.transforms import Compose, LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from common.apps.deepigeos import voxel_indices
+
 from .bundles import BadRequest, BundleModel
 
 logger = logging.getLogger(__name__)
@@ -106,7 +108,8 @@ class BundleSegmentation(BasicInferTask):
         """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON names the weights file and its
         modification time (ns), which change when a train task has replaced the weights."""
         path = self.model.weights()
-        return write_label(data["pred"][0], data["image_path"]), {
+        image_path = data["image_path"] if "image_path" in data else data["source_path"]  # see bundles._source_path
+        return write_label(data["pred"][0], image_path), {
             "weights": str(path),
             "weights_mtime_ns": self._net.mtime,
         }
@@ -173,12 +176,6 @@ class DeepIGeoSRefinement(BasicInferTask):
         if not isinstance(reset, bool):
             raise BadRequest(f"params.reset: expected true or false, found {reset!r}")
         fg, bg = request.get("foreground") or [], request.get("background") or []
-        for name, clicks in (("foreground", fg), ("background", bg)):
-            if not isinstance(clicks, list) or not all(
-                isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in c)
-                for c in clicks
-            ):
-                raise BadRequest(f"params.{name}: expected voxel indices [[i, j, k], ...], found {clicks!r}")
         device = request.get("device") or "cpu"
         device = device if isinstance(device, str) else device[0]
         with self._lock(path):
@@ -186,6 +183,11 @@ class DeepIGeoSRefinement(BasicInferTask):
                 self._labels.pop(path, None)
             if path not in self._images:
                 self._images[path] = LoadImage(ensure_channel_first=True, image_only=True)(path)
+            try:  # checked before the automatic segmentation runs; refine checks them against its brain crop
+                for name, clicks in (("foreground", fg), ("background", bg)):
+                    voxel_indices(clicks, f"params.{name}", self._images[path].shape[1:])
+            except ValueError as e:
+                raise BadRequest(str(e)) from e
             start = "refinement" if path in self._labels else "automatic"
             if path not in self._labels:
                 self._labels[path] = self.auto.segment(path, device)

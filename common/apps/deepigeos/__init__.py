@@ -4,7 +4,7 @@ way, the interactive evaluation (rounds of simulated clicks) and the refinement 
 from __future__ import annotations
 
 from .evaluation import AUTOMATIC, INTERACTIVE, InteractiveEvaluation, Round
-from .interactive import brain_box, refine_clicks
+from .interactive import brain_box, refine_clicks, voxel_indices
 from .refinement import Refinement, refine, refinement_box
 from .report import markdown_report, orderings, plot_dice_vs_clicks, summarise_rounds, write_reports
 from .samples import PredictLabeld, RefinementSampled, case_seed, image_spacing, segment
@@ -16,6 +16,7 @@ __all__ = [
     "Round",
     "brain_box",
     "refine_clicks",
+    "voxel_indices",
     "Refinement",
     "refine",
     "refinement_box",

@@ -17,7 +17,7 @@ from common.apps.deepigeos.samples import image_spacing
 from common.networks.blocks import CRFNet
 from common.transforms import ZScoreForeground, clicks_to_seeds
 
-__all__ = ["brain_box", "refine_clicks"]
+__all__ = ["brain_box", "refine_clicks", "voxel_indices"]
 
 
 def brain_box(image: torch.Tensor, brain_margin: int = 0) -> tuple[slice, ...]:
@@ -28,14 +28,24 @@ def brain_box(image: torch.Tensor, brain_margin: int = 0) -> tuple[slice, ...]:
     return tuple(slice(int(s), int(e)) for s, e in zip(start, end))
 
 
-def _points(points: Sequence[Sequence[int]] | None, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    p = np.zeros((0, len(shape)), dtype=np.int64) if points is None or len(points) == 0 else np.asarray(points)
-    if p.ndim != 2 or p.shape[1] != len(shape) or not np.issubdtype(p.dtype, np.integer):
+def voxel_indices(points: Sequence[Sequence[int]] | None, name: str, shape: Sequence[int]) -> np.ndarray:
+    """Check user clicks ``[[i, j, k], ...]`` (voxel indices of an image of spatial ``shape``) -> ``(N, len(shape))``
+    int64; None or empty -> ``(0, len(shape))``. Every coordinate must be an integer (not a bool, not a float such
+    as 1.0) inside the image; otherwise ValueError naming ``name`` and the offending clicks."""
+    shape = tuple(int(n) for n in shape)
+    pts = [] if points is None else points
+    if not isinstance(pts, (list, tuple, np.ndarray)) or not all(
+        isinstance(c, (list, tuple, np.ndarray))
+        and len(c) == len(shape)
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in c)
+        for c in pts
+    ):
         raise ValueError(f"{name}: expected voxel indices [[i, j, k], ...] of a {len(shape)}D image, found {points!r}")
+    p = np.asarray(pts, dtype=np.int64).reshape(-1, len(shape))
     outside = p[((p < 0) | (p >= np.asarray(shape))).any(1)]
     if len(outside):
         raise ValueError(f"{name}: expected voxel indices inside the image {shape}, found {outside[:3].tolist()}")
-    return p.astype(np.int64)
+    return p
 
 
 def refine_clicks(
@@ -92,8 +102,8 @@ def refine_clicks(
                 f"label: expected class indices 0 / 1, found non-integer values {lab.unique()[:6].tolist()}"
             )
         lab = lab.long()
-    fg = _points(foreground, "foreground", spatial)
-    bg = _points(background, "background", spatial)
+    fg = voxel_indices(foreground, "foreground", spatial)
+    bg = voxel_indices(background, "background", spatial)
     box = brain_box(img.cpu(), brain_margin)
     offset = np.array([s.start for s in box])
     size = np.array([s.stop - s.start for s in box])

@@ -1,6 +1,6 @@
-"""Intensity transforms: per-slice z-scoring, z-scoring within a foreground."""
+"""Intensity transforms: per-slice z-scoring, z-scoring within a foreground, CT to Hounsfield units."""
 
 from __future__ import annotations
 
-from .array import ZScoreForeground, ZScoreSlices, zscore_slices
-from .dictionary import ZScoreForegroundd, ZScoreSlicesd
+from .array import HounsfieldUnits, ZScoreForeground, ZScoreSlices, zscore_slices
+from .dictionary import HounsfieldUnitsd, ZScoreForegroundd, ZScoreSlicesd

@@ -1,6 +1,9 @@
-"""Intensity transforms (array): per-slice z-scoring, z-scoring within a foreground (a skull-stripped brain)."""
+"""Intensity transforms (array): per-slice z-scoring, z-scoring within a foreground (a skull-stripped brain), CT
+stored with an intensity offset back to Hounsfield units."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from monai.config import NdarrayOrTensor
@@ -8,7 +11,9 @@ from monai.transforms import Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["zscore_slices", "ZScoreSlices", "ZScoreForeground"]
+__all__ = ["zscore_slices", "ZScoreSlices", "ZScoreForeground", "HounsfieldUnits"]
+
+logger = logging.getLogger(__name__)
 
 
 def zscore_slices(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -83,3 +88,27 @@ class ZScoreForeground(Transform):
                 std = max(float(values.std(unbiased=False)), self.eps)
                 out[c][inside] = ((values - values.mean()) / std).float()
         return convert_to_dst_type(out, img, dtype=torch.float32)[0]
+
+
+class HounsfieldUnits(Transform):
+    """CT in Hounsfield units whatever its storage: some copies (e.g. of CSI 2014) store ``HU + 1000`` as 0-4095.
+
+    ``offset="auto"``: a volume with no negative value is taken as stored with an offset of 1000 (CT of a body holds
+    air or fat, below 0 HU) and shifted by -1000; a volume with negative values is left as it is. Either way the
+    finding (minimum, maximum, offset applied) is logged with ``name`` so that it is never silent. An int ``offset``
+    is subtracted as given. ``(C, *S)`` -> float32 of the same shape and type.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, offset: str | int = "auto") -> None:
+        if offset != "auto" and not isinstance(offset, int):
+            raise ValueError(f"offset: expected 'auto' or an int, found {offset!r}")
+        self.offset = offset
+
+    def __call__(self, img: NdarrayOrTensor, name: str = "image") -> NdarrayOrTensor:
+        x = convert_to_tensor(img, track_meta=False).float()
+        lo, hi = float(x.min()), float(x.max())
+        offset = (1000 if lo >= 0 else 0) if self.offset == "auto" else self.offset
+        logger.info("%s: intensities %.0f to %.0f, offset %d subtracted to give HU", name, lo, hi, offset)
+        return convert_to_dst_type(x - offset, img, dtype=torch.float32)[0]

@@ -7,9 +7,9 @@ from collections.abc import Hashable, Mapping
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform
 
-from common.transforms.intensity.array import ZScoreForeground, ZScoreSlices
+from common.transforms.intensity.array import HounsfieldUnits, ZScoreForeground, ZScoreSlices
 
-__all__ = ["ZScoreSlicesd", "ZScoreForegroundd"]
+__all__ = ["ZScoreSlicesd", "ZScoreForegroundd", "HounsfieldUnitsd"]
 
 
 class ZScoreSlicesd(MapTransform):
@@ -48,4 +48,20 @@ class ZScoreForegroundd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.op(d[key])
+        return d
+
+
+class HounsfieldUnitsd(MapTransform):
+    """Dictionary twin of :class:`HounsfieldUnits` (the item's ``case`` names it in the log)."""
+
+    backend = HounsfieldUnits.backend
+
+    def __init__(self, keys: KeysCollection, offset: str | int = "auto", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = HounsfieldUnits(offset)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key], name=f"{d.get('case', '')} {key}".strip())
         return d

@@ -136,3 +136,13 @@ def test_datalist_splits_by_fold_are_disjoint_and_cover_every_item():
 def test_datalist_split_errors(items, kwargs, match):
     with pytest.raises(ValueError, match=match):
         split_by_fold(items, **kwargs)
+
+
+def test_fold_of_is_the_validation_fold_of_each_id():
+    from common.data import fold_of, kfold_split
+
+    ids = [f"p{i}" for i in range(11)]
+    folds = fold_of(ids, 4, seed=3)
+    assert sorted(folds) == sorted(ids)
+    for k in range(4):
+        assert sorted(i for i, f in folds.items() if f == k) == sorted(kfold_split(ids, 4, k, 3)[1])

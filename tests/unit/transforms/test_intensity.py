@@ -36,3 +36,18 @@ def test_zscore_foreground_is_monai_nonzero_normalisation_with_a_background_valu
     assert torch.all(ZScoreForeground()(torch.full((1, 3, 3), 4.0)) == 0.0)  # constant foreground: 0, no NaN
     with pytest.raises(ValueError, match="expected a channel-first image"):
         ZScoreForeground()(torch.zeros(5))
+
+
+def test_hounsfield_units_detects_an_offset_and_logs_it(caplog):
+    import logging
+
+    from common.transforms import HounsfieldUnits, HounsfieldUnitsd
+
+    stored = torch.tensor([[[0.0, 1000.0], [1400.0, 4095.0]]])  # 0-4095 storage: air at 0
+    with caplog.at_level(logging.INFO, logger="common.transforms.intensity.array"):
+        out = HounsfieldUnitsd("image")({"image": stored, "case": "case3"})["image"]
+    torch.testing.assert_close(out, stored - 1000)
+    assert "case3 image: intensities 0 to 4095, offset 1000 subtracted" in caplog.text
+    hu = torch.tensor([[[-1024.0, 0.0], [400.0, 1200.0]]])
+    torch.testing.assert_close(HounsfieldUnits()(hu), hu)  # already HU: unchanged
+    torch.testing.assert_close(HounsfieldUnits(offset=24)(hu), hu - 24)

@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, CropForegroundd
 
-from common.apps.deepigeos import brain_box, refine, refine_clicks
+from common.apps.deepigeos import brain_box, refine, refine_clicks, voxel_indices
 from common.networks.blocks import CRFNet
 from common.networks.nets import rnet
 from common.transforms import ZScoreForegroundd
@@ -103,3 +103,20 @@ def test_bad_clicks_and_labels() -> None:
         refine_clicks(image, label.float() * 0.5, [[12, 14, 10]], None, net)
     with pytest.raises(ValueError, match=r"image, label: expected \(1, \*S\) and \(\*S\)"):
         refine_clicks(image, label[:-1], [[12, 14, 10]], None, net)
+
+
+def test_voxel_indices() -> None:
+    """Clicks as MONAI Label sends them: lists of integer voxel indices; bools, floats and strings are refused (a
+    JSON ``true`` would otherwise read as voxel 1), as is any click outside the image."""
+    np.testing.assert_array_equal(
+        voxel_indices([[1, 2, 3], (0, np.int32(4), 5)], "fg", (4, 5, 6)), [[1, 2, 3], [0, 4, 5]]
+    )
+    for empty in (None, [], ()):
+        assert voxel_indices(empty, "fg", (4, 5, 6)).shape == (0, 3)
+    for bad in ([[True, 2, 3]], [[1.0, 2, 3]], [[1, 2]], "centre", [1, 2, 3], [[1, 2, "3"]], [[1, 2, None]]):
+        with pytest.raises(ValueError, match=r"fg: expected voxel indices \[\[i, j, k\], ...\] of a 3D image"):
+            voxel_indices(bad, "fg", (4, 5, 6))
+    with pytest.raises(
+        ValueError, match=r"bg: expected voxel indices inside the image \(4, 5, 6\), found \[\[-1, 0, 0\]\]"
+    ):
+        voxel_indices([[0, 0, 0], [-1, 0, 0]], "bg", (4, 5, 6))
