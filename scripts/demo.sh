@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on small embedded data: set up .venv, write the synthetic ACDC, LGG, BraTS and CSI 2014 spine copies
-# (every bundle's default data), train the ACDC U-Net, run the IGS search and LOUPE under both forward models (phase-aware and
+# The main job on small embedded data: set up .venv, write the synthetic ACDC, LGG, BraTS, CSI 2014 spine and ATLAS
+# copies (every bundle's default data), train the ACDC U-Net, run the IGS search and LOUPE under both forward models (phase-aware and
 # magnitude-only) and compare the learned patterns with the baselines (configs/demo.json: x8 and x16, a small network,
 # short schedules). 32-57 minutes on 2 CPU cores shared with other jobs (measured; see the README).
 set -euo pipefail
@@ -15,6 +15,9 @@ fi
 [ -d data/lgg/kaggle_3m ] || $PY -m common.synthetic.lgg --out data/lgg
 [ -d data/brats/MICCAI_BraTS2020_TrainingData ] || $PY -m common.synthetic.brats --out data/brats --shape 96,96,64 --n_cases 24
 [ -d data/csi2014/train ] || $PY -m common.synthetic.spine --out data/csi2014
+# ATLAS R2.0 layout on nilearn's MNI152 template at the real 1 mm grid (resunet_zoom_atlas: 10 subjects in 5 folds,
+# 2 Testing subjects; about 20-40 s per subject on 2 CPU cores)
+[ -d data/atlas/ATLAS_2 ] || $PY -m common.synthetic.atlas --out data/atlas --n_subjects 10 --n_testing 2
 # Training resumes from models/checkpoint_last.pt, the searches from models/igs_<model>_state.json and LOUPE skips
 # the patterns it has written, when they exist and were made with the same settings: delete bundles/igs_acdc/models
 # to start afresh.

@@ -12,6 +12,16 @@ from .acdc import (
     load_acdc_slices,
     read_info_cfg,
 )
+from .atlas import (
+    ATLAS_LABELS,
+    ATLAS_RELEASES,
+    ATLAS_SHAPE,
+    AtlasScan,
+    atlas_datalist,
+    atlas_release,
+    find_atlas_scans,
+    write_atlas_datalist,
+)
 from .brats import (
     BRATS_LABELS,
     BRATS_MODALITIES,
@@ -22,6 +32,7 @@ from .brats import (
     find_brats_cases,
     write_brats_datalist,
 )
+from .datalist import datalist_path, write_datalist_json
 from .lgg import (
     CHANNELS,
     DATA_CSV_COLUMNS,
@@ -58,6 +69,14 @@ __all__ = [
     "find_acdc_frames",
     "load_acdc_slices",
     "read_info_cfg",
+    "ATLAS_LABELS",
+    "ATLAS_RELEASES",
+    "ATLAS_SHAPE",
+    "AtlasScan",
+    "atlas_datalist",
+    "atlas_release",
+    "find_atlas_scans",
+    "write_atlas_datalist",
     "BRATS_LABELS",
     "BRATS_MODALITIES",
     "BRATS_REGIONS",
@@ -91,6 +110,8 @@ __all__ = [
     "find_csi_cases",
     "find_verse_cases",
     "verse_datalist",
+    "datalist_path",
+    "write_datalist_json",
     "SPLITS",
     "fold_of",
     "kfold_split",

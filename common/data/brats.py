@@ -12,9 +12,7 @@ are ignored. Every case is one patient (one pre-operative scan each), so folds s
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -26,8 +24,8 @@ from typing import NoReturn
 import nibabel as nib
 import numpy as np
 
+from common.data.datalist import datalist_path, write_datalist_json
 from common.data.splits import fold_of
-from common.utils.atomic_io import atomic_path
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -277,8 +275,7 @@ def brats_datalist(
     folds = fold_of(ids, num_folds, seed)
 
     def path(p: Path) -> str:
-        full = os.path.normpath(os.path.abspath(p))
-        return os.path.relpath(full, os.path.abspath(base_dir)) if base_dir is not None else full
+        return datalist_path(p, base_dir)
 
     def item(c: BratsCase) -> dict:
         d: dict = {"image": [path(c.images[m]) for m in modalities]}
@@ -320,14 +317,5 @@ def write_brats_datalist(
     an existing path beside the JSON file into that path, so there every ``case`` id would become its folder's path.
     """
     path = Path(path)
-    for d in (dataset_dir, testing_dir):
-        if d is not None and path.parent.resolve() == Path(d).resolve():
-            raise ValueError(
-                f"{path}: expected a datalist path outside the folder of case folders {d}, found one inside it "
-                "(load_decathlon_datalist would read each 'case' id as that case folder's path); write it beside "
-                "that folder or in the output folder"
-            )
     datalist = brats_datalist(dataset_dir, testing_dir, modalities, num_folds, seed, base_dir=path.parent)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(datalist, indent=1) + "\n")
-    return path
+    return write_datalist_json(datalist, path, (dataset_dir, testing_dir))

@@ -47,5 +47,7 @@ from .labels import (
     ClassesToRegionsd,
     ConvertBratsLabels,
     ConvertBratsLabelsd,
+    MergeLesionMasks,
+    MergeLesionMasksd,
 )
 from .weights import BoundaryWeight, BoundaryWeightd, boundary_weights

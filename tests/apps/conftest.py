@@ -52,18 +52,21 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
     spine = sorted((bundles["iterative_fcn_spine"].data / "test" / "img").glob("*.mhd"))[0]  # CSI .mhd -> NIfTI
     ct, affine = read_mhd(spine)
     nib.save(nib.Nifti1Image(ct, affine), studies / "spine_case.nii.gz")
+    t1w = sorted((bundles["resunet_zoom_atlas"].data / "Testing").glob("*/*/*/anat/*_T1w.nii.gz"))[0]
+    shutil.copy(t1w, studies / "atlas_case.nii.gz")
     return {
         "iterative_fcn_spine": "spine_case",
         "igs_acdc": "acdc_case",
         "deepigeos_brats": "brats_case",
         "unet_lgg": lgg.name[: -len(".nii.gz")],
         "igs_brats": "brats4_case",
+        "resunet_zoom_atlas": "atlas_case",
     }
 
 
 @pytest.fixture(scope="session")
 def served(trained_bundle, deepigeos_staged, tmp_path_factory):
-    """The four tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
+    """The tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
     trained = {name: trained_bundle(name) for name in BUNDLES}  # the served ones; DeepIGeoS with deepigeos_staged
     tmp = tmp_path_factory.mktemp("monailabel")

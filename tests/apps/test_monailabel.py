@@ -53,6 +53,7 @@ def image_of(served, bundle: str) -> nib.Nifti1Image:
         ("deepigeos_brats", {}),
         ("igs_brats", {"pattern": "center", "acceleration": 8}),
         ("iterative_fcn_spine", {}),
+        ("resunet_zoom_atlas", {}),
     ],
 )
 def test_automatic_inference_returns_a_label_on_the_image_grid(served, bundle, params):
@@ -77,8 +78,10 @@ def test_info_lists_every_bundle_with_its_label_names(served):
         "deepigeos_brats",
         "deepigeos_brats_refine",
         "iterative_fcn_spine",
+        "resunet_zoom_atlas",
     }
     assert info["models"]["iterative_fcn_spine"]["labels"]["vertebra 1 from the top"] == 1
+    assert info["models"]["resunet_zoom_atlas"]["labels"] == {"stroke lesion": 1}
     assert info["models"]["deepigeos_brats"]["labels"] == {"whole tumour": 1}
     assert info["models"]["igs_brats"]["labels"] == {"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4}
     assert info["models"]["deepigeos_brats_refine"]["type"] == "deepgrow"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.synthetic.acdc import write_synthetic_acdc
+from common.synthetic.atlas import write_synthetic_atlas
 from common.synthetic.brats import TRAINING_FOLDERS, write_synthetic_brats
 from common.synthetic.lgg import write_synthetic_lgg
 from common.synthetic.spine import write_synthetic_spine
@@ -119,6 +120,20 @@ SPECS = {
         multi_gpu_data=lambda out: write_synthetic_spine(
             out, n_training=10, n_testing=1, shape=(24, 24, 40), scale=0.6
         ),
+    ),
+    "resunet_zoom_atlas": BundleSpec(
+        # 10 subjects at 8 mm (25x29x24) in 5 folds: 2 test, 2 validation (one per rank in the two-process run),
+        # 6 training; 2 Testing subjects (T1w only) for inference
+        write_data=lambda out: write_synthetic_atlas(out, n_subjects=10, n_testing=2, voxel_size=8, seed=0),
+        tiny={
+            "features": [8, 8, 16, 16],
+            "patch_size": [16, 16, 16],
+            "epochs": 2,
+            "val_interval": 1,
+            "num_workers": 0,
+            "cache_rate": 1.0,
+        },
+        input_shape=(1, 1, 16, 24, 16),
     ),
 }
 

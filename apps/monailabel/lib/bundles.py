@@ -122,6 +122,9 @@ BUNDLES: dict[str, BundleEntry] = {
             load=lambda: [_source_path],
             labels={f"vertebra {i} from the top": i for i in range(1, 26)},  # instances in the order found
         ),
+        # the latest stage trained (zoom-out when models/model_zoom_out.pt exists), sliding window over the volume;
+        # the network's one output channel is the lesion logit, written as label 1
+        BundleEntry("resunet_zoom_atlas", labels={"stroke lesion": 1}),
     ]
 }
 

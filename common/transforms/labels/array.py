@@ -1,4 +1,5 @@
-"""Label conversions of a data set's label values to the regions a method segments (BraTS tumour regions)."""
+"""Label conversions of a data set's label values to the regions a method segments (BraTS tumour regions), and the
+merge of several lesion masks of one scan (ATLAS)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
 from common.data.brats import BRATS_REGIONS, LABEL_3_HINT
 
-__all__ = ["ConvertBratsLabels", "ClassesToRegions", "BRATS_NESTED_CLASSES"]
+__all__ = ["ConvertBratsLabels", "ClassesToRegions", "BRATS_NESTED_CLASSES", "MergeLesionMasks"]
 
 
 class ConvertBratsLabels(Transform):
@@ -93,3 +94,49 @@ class ClassesToRegions(Transform):
         classes = x.argmax(0) if x.shape[0] > 1 else x[0].round().long()
         out = torch.stack([torch.isin(classes, torch.as_tensor(r, device=classes.device)) for r in self.regions])
         return convert_to_dst_type(out, img)[0]
+
+
+class MergeLesionMasks(Transform):
+    """Merge the binary lesion masks of one scan (one per channel, e.g. ATLAS R1.2 ``_LesionSmooth_1_stx``,
+    ``_LesionSmooth_2_stx``) into one 0/1 mask: a voxel is lesion when any mask marks it.
+
+    Each mask must be binary in one of the two storages found in ATLAS copies: values ``{0, 1}`` or ``{0, 255}``
+    (either subset); anything else (partial-volume values, other labels, NaN) raises ``ValueError`` naming the file of
+    that channel (``files[k]`` when given, else ``img.meta["filename_or_obj"]``), the values found and their voxel
+    counts: a label is never altered silently.
+
+    Shapes: ``img`` ``(n_masks, H, W, D)`` (``LoadImaged`` of a list of files with ``ensure_channel_first=True``) ->
+    ``(1, H, W, D)`` of 0/1 with the type and dtype of ``img`` (a ``MetaTensor`` keeps its meta data). Not
+    differentiable (a label map).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, img: NdarrayOrTensor, files: Sequence[str] | None = None) -> NdarrayOrTensor:
+        first = img.meta.get("filename_or_obj", "label") if isinstance(img, MetaTensor) else "label array"
+        x = convert_to_tensor(img, track_meta=False)
+        if x.ndim != 4 or x.shape[0] < 1:
+            raise ValueError(f"{first}: expected lesion masks (n_masks, H, W, D), found shape {tuple(x.shape)}")
+        if files is not None and len(files) != x.shape[0]:
+            raise ValueError(f"files: expected one file per mask channel ({x.shape[0]}), found {len(files)}")
+        merged = torch.zeros_like(x[0], dtype=torch.bool)
+        for k in range(x.shape[0]):
+            values = torch.unique(x[k])
+            allowed = next(
+                (
+                    a
+                    for a in ((0.0, 1.0), (0.0, 255.0))
+                    if bool(torch.isin(values, torch.tensor(a, dtype=x.dtype)).all())
+                ),
+                None,
+            )
+            if allowed is None:
+                name = files[k] if files is not None else (first if x.shape[0] == 1 else f"{first} (mask {k + 1})")
+                vals, counts = torch.unique(x[k], return_counts=True)
+                found = ", ".join(f"{v:g} ({c} voxels)" for v, c in zip(vals.tolist()[:8], counts.tolist()))
+                raise ValueError(
+                    f"{name}: expected a binary lesion mask (values 0/1 or 0/255), found {found}"
+                    + (f", ... ({len(vals)} values)" if len(vals) > 8 else "")
+                )
+            merged |= x[k] == allowed[1]
+        return convert_to_dst_type(merged[None].to(x.dtype if x.is_floating_point() else torch.uint8), img)[0]

@@ -295,6 +295,6 @@ def test_datalist_bad_arguments(brats20, tmp_path):
         brats_datalist(train, num_folds=7)
     with pytest.raises(ValueError, match="expected cases other than the training cases .* found 6 of them again"):
         brats_datalist(train, testing_dir=train)
-    with pytest.raises(ValueError, match="expected a datalist path outside the folder of case folders"):
+    with pytest.raises(ValueError, match="expected a datalist path outside the scanned folder"):
         write_brats_datalist(train, train / "datalist.json")
     assert not (train / "datalist.json").exists()

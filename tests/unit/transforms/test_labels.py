@@ -1,4 +1,5 @@
-"""ConvertBratsLabels(d): BraTS labels 0/1/2/4 to tumour-region channels, and the refusal of other values."""
+"""ConvertBratsLabels(d): BraTS labels 0/1/2/4 to tumour-region channels, and the refusal of other values;
+MergeLesionMasks(d): several binary lesion masks merged, non-binary ones refused naming the file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses, LoadImaged
 
-from common.transforms import ConvertBratsLabels, ConvertBratsLabelsd
+from common.transforms import ConvertBratsLabels, ConvertBratsLabelsd, MergeLesionMasks, MergeLesionMasksd
 
 
 def _labels():
@@ -71,3 +72,33 @@ def test_label_conversion_bad_arguments():
         ValueError, match=r"expected a one-channel label \(1, H, W\[, D\]\), found shape \(2, 4, 3, 2\)"
     ):
         ConvertBratsLabels()(np.zeros((2, 4, 3, 2)))
+
+
+def test_merge_lesion_masks_union_both_storages_and_meta():
+    a = np.zeros((2, 4, 5, 6), np.float32)
+    a[0, 1, 1, 1] = 1
+    a[1, 2, 2, 2] = 255  # a 0/255 copy beside a 0/1 one
+    a[1, 1, 1, 1] = 255  # overlap
+    img = MetaTensor(torch.as_tensor(a), meta={"filename_or_obj": "m1.nii.gz"})
+    out = MergeLesionMasks()(img)
+    assert isinstance(out, MetaTensor) and out.shape == (1, 4, 5, 6) and out.dtype == torch.float32
+    assert out.meta["filename_or_obj"] == "m1.nii.gz"
+    np.testing.assert_array_equal(out[0].numpy(), (a > 0).any(0))
+    d = MergeLesionMasksd(keys="label", files_key="files")({"label": img, "files": ["m1.nii.gz", "m2.nii.gz"]})
+    np.testing.assert_array_equal(d["label"].numpy(), out.numpy())
+    assert MergeLesionMasks()(np.zeros((1, 3, 3, 3), np.uint8)).dtype == np.uint8  # numpy in, numpy out
+
+
+@pytest.mark.parametrize("bad", [0.5, 2.0, float("nan")])
+def test_merge_lesion_masks_refuses_non_binary_naming_the_file(bad):
+    a = np.zeros((2, 3, 3, 3), np.float32)
+    a[0, 0, 0, 0] = 1
+    a[1, 1, 1, 1] = bad
+    with pytest.raises(ValueError, match=r"m2.nii.gz: expected a binary lesion mask \(values 0/1 or 0/255\), found 0 "):
+        MergeLesionMasksd(keys="label", files_key="files")({"label": a, "files": ["m1.nii.gz", "m2.nii.gz"]})
+    mixed = np.zeros((1, 3, 3, 3), np.float32)
+    mixed[0, 0, 0, 0], mixed[0, 1, 1, 1] = 1, 255  # 0/1 and 0/255 in one mask: not one of the two storages
+    with pytest.raises(ValueError, match="label array: expected a binary lesion mask"):
+        MergeLesionMasks()(mixed)
+    with pytest.raises(ValueError, match="one file per mask channel"):
+        MergeLesionMasks()(a[:1], files=["x", "y"])
