@@ -24,12 +24,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import nibabel as nib
 import numpy as np
 
 from common.data.datalist import datalist_path, write_datalist_json
+from common.data.problems import raise_problems
 from common.data.splits import fold_of
 
 __all__ = [
@@ -213,15 +213,6 @@ def _check_headers(scan: AtlasScan, problems: list[str], atol: float = 1e-3) -> 
             )
 
 
-def _fail(error: type[Exception], root: Path, what: str, problems: list[str], hint: str) -> NoReturn:
-    raise error(
-        f"{root}: {what} ({len(problems)} problems):\n  "
-        + "\n  ".join(problems[:50])
-        + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
-        + f"\nHint: {hint}"
-    )
-
-
 def find_atlas_scans(dataset_dir: str | Path, subset: str = "Training", require_label: bool = True) -> list[AtlasScan]:
     """List the scans of an ATLAS copy (release detected by :func:`atlas_release`), checking layout and headers.
 
@@ -244,12 +235,12 @@ def find_atlas_scans(dataset_dir: str | Path, subset: str = "Training", require_
     if not scans and not problems:
         problems.append(f"{root}: expected at least one scan, found none")
     if problems:
-        _fail(FileNotFoundError, root, f"not an ATLAS {release} layout", problems, GENERATE_HINT)
+        raise_problems(FileNotFoundError, root, f"not an ATLAS {release} layout", problems, GENERATE_HINT)
     t0 = time.perf_counter()
     for scan in scans:
         _check_headers(scan, problems)
     if problems:
-        _fail(
+        raise_problems(
             ValueError,
             root,
             "unreadable files, or lesion masks that disagree with their T1w image",

@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import nibabel as nib
 import numpy as np
 
 from common.data.datalist import datalist_path, write_datalist_json
+from common.data.problems import raise_problems
 from common.data.splits import fold_of
 
 __all__ = [
@@ -176,15 +176,6 @@ def _check_headers(case: BratsCase, problems: list[str], atol: float = 1e-3) -> 
             )
 
 
-def _fail(error: type[Exception], root: Path, what: str, problems: list[str], hint: str) -> NoReturn:
-    raise error(
-        f"{root}: {what} ({len(problems)} problems):\n  "
-        + "\n  ".join(problems[:50])
-        + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
-        + f"\nHint: {hint}"
-    )
-
-
 def find_brats_cases(dataset_dir: str | Path, require_seg: bool = True) -> list[BratsCase]:
     """List the cases under ``dataset_dir`` (the folder of case folders), in name order, checking layout and headers.
 
@@ -213,12 +204,12 @@ def find_brats_cases(dataset_dir: str | Path, require_seg: bool = True) -> list[
     ]
     cases = [_scan_case(folder, require_seg, problems) for folder in folders]
     if problems:
-        _fail(FileNotFoundError, root, "not a BraTS-layout folder of case folders", problems, GENERATE_HINT)
+        raise_problems(FileNotFoundError, root, "not a BraTS-layout folder of case folders", problems, GENERATE_HINT)
     t0 = time.perf_counter()
     for case in cases:
         _check_headers(case, problems)
     if problems:
-        _fail(
+        raise_problems(
             ValueError,
             root,
             "unreadable headers, or files that disagree with the other files of their case",

@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.data.problems import raise_problems
 from common.data.splits import fold_of
 
 __all__ = [
@@ -48,13 +49,6 @@ VERSE_LABELS = {
 }
 VERSE_ORDER = (*range(1, 20), 28, *range(20, 26))
 """VerSe label values from the top of the spine to the bottom (T13 = 28 between T12 = 19 and L1 = 20; L6 = 25 last)."""
-
-
-def _fail(root: Path, what: str, problems: list[str]) -> None:
-    if problems:
-        shown = "\n  ".join(problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        raise ValueError(f"{root}: expected {what}; found {len(problems)} problem(s):\n  {shown}{more}")
 
 
 def _case_number(name: str) -> tuple[int, str]:
@@ -108,7 +102,13 @@ def find_csi_cases(dataset_dir: str | Path) -> dict[str, list[dict]]:
         out[subset] = [{"case": i.stem, "image": i, "label": labels[i.stem]} for i in images if i.stem in labels]
         if not images:
             problems.append(f"{img_dir}: expected case images (*.mhd), found none")
-    _fail(root, "the CSI 2014 layout (train/img/caseN.mhd, train/seg/caseN_label.mhd, .raw beside each)", problems)
+    if problems:
+        raise_problems(
+            ValueError,
+            root,
+            "expected the CSI 2014 layout (train/img/caseN.mhd, train/seg/caseN_label.mhd, .raw beside each)",
+            problems,
+        )
     return out
 
 
@@ -138,7 +138,13 @@ def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
     root = Path(dataset_dir)
     raw, der = root / "rawdata", root / "derivatives"
     problems = [f"{d}: expected the VerSe folder {d.name}/, found none" for d in (raw, der) if not d.is_dir()]
-    _fail(root, "the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)", problems)
+    if problems:
+        raise_problems(
+            ValueError,
+            root,
+            "expected the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)",
+            problems,
+        )
     cases = []
     masks = {p for p in der.rglob("*_seg-vert_msk.nii*")}
     matched = set()
@@ -163,7 +169,13 @@ def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
         problems.append(f"{mask}: expected its CT under {raw / mask.parent.name}, found none")
     if not cases and not problems:
         problems.append(f"{raw}: expected subject folders with CTs, found none")
-    _fail(root, "the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)", problems)
+    if problems:
+        raise_problems(
+            ValueError,
+            root,
+            "expected the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)",
+            problems,
+        )
     return cases
 
 

@@ -76,7 +76,7 @@ def test_csi_layout_problems_all_at_once(tmp_path):
     with pytest.raises(ValueError) as e:
         find_csi_cases(root)
     msg = str(e.value)
-    assert "3 problem(s)" in msg
+    assert "(3 problems)" in msg
     assert "case1.mhd: expected its label" in msg and "case1_label.mhd" in msg
     assert "case2.mhd: expected its data file" in msg and "notes.txt: expected only .mhd/.raw files" in msg
 
@@ -117,7 +117,7 @@ def test_verse_layout_and_problems(tmp_path):
     with pytest.raises(ValueError) as e:
         verse_datalist(tmp_path)
     msg = str(e.value)
-    assert "3 problem(s)" in msg
+    assert "(3 problems)" in msg
     assert "sub-verse004_ct.nii.gz: expected its mask" in msg
     assert "sub-verse999_seg-vert_msk.nii.gz: expected its CT" in msg
     assert "verse100_ct.nii.gz: expected a name sub-verse100" in msg
