@@ -21,11 +21,11 @@ L1): :data:`VERSE_ORDER` is the anatomical order used by the traversal. Images a
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.data.datalist import datalist_path
 from common.data.problems import raise_problems
 from common.data.splits import fold_of
 
@@ -127,6 +127,7 @@ def _check_mhd(path: Path, problems: list[str]) -> None:
 
 
 _VERSE_CT = re.compile(r"^(?P<sub>sub-[A-Za-z0-9]+)(?P<ent>(_[a-z]+-[A-Za-z0-9]+)*)_ct\.nii(\.gz)?$")
+_VERSE_LAYOUT = "expected the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)"
 
 
 def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
@@ -142,7 +143,7 @@ def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
         raise_problems(
             ValueError,
             root,
-            "expected the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)",
+            _VERSE_LAYOUT,
             problems,
         )
     cases = []
@@ -173,21 +174,17 @@ def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
         raise_problems(
             ValueError,
             root,
-            "expected the VerSe layout (rawdata/<sub>/<sub>_ct.nii.gz, derivatives/<sub>/..._seg-vert_msk.nii.gz)",
+            _VERSE_LAYOUT,
             problems,
         )
     return cases
 
 
 def _items(cases: Sequence[dict], num_folds: int, seed: int, base_dir: str | Path | None, folds: bool) -> list[dict]:
-    def path(p: Path) -> str:
-        full = os.path.normpath(os.path.abspath(p))
-        return os.path.relpath(full, os.path.abspath(base_dir)) if base_dir is not None else full
-
     fold = fold_of(sorted({c["case"] for c in cases}), num_folds, seed) if folds and cases else {}
     out = []
     for c in cases:
-        d = {k: (path(v) if isinstance(v, Path) else v) for k, v in c.items()}
+        d = {k: (datalist_path(v, base_dir) if isinstance(v, Path) else v) for k, v in c.items()}
         if folds:
             d["fold"] = fold[c["case"]]
         out.append(d)
