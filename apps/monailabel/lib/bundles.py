@@ -79,8 +79,9 @@ class BundleEntry:
 
 
 def _source_path(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's ``image_path`` moved to ``source_path``: MONAI's ``Spacingd`` updates every ``image_*`` item of a
-    NIfTI image as a meta dict, and fails on this string (bundles that resample, ``iterative_fcn_spine``)."""
+    """The request's ``image_path`` moved to ``source_path``, before every bundle's preprocessing: MONAI's ``Spacingd``
+    updates every ``image_*`` item of a NIfTI image as a meta dict, and fails on this string (``iterative_fcn_spine``
+    resamples); the writer reads ``source_path``."""
     d = dict(data)
     if "image_path" in d:
         d["source_path"] = d.pop("image_path")
@@ -119,7 +120,6 @@ BUNDLES: dict[str, BundleEntry] = {
         BundleEntry(
             "iterative_fcn_spine",  # datastore CTs are NIfTI (the bundle reads CSI's .mhd by default)
             overrides={"image_reader": "NibabelReader"},
-            load=lambda: [_source_path],
             labels={f"vertebra {i} from the top": i for i in range(1, 26)},  # instances in the order found
         ),
         # the latest stage trained (zoom-out when models/model_zoom_out.pt exists), sliding window over the volume;
@@ -189,4 +189,4 @@ class BundleModel:
             raise BadRequest(f"{self.entry.name} with params {dict(params or {})}: {e}") from e
         loads = list(self.entry.load()) if self.entry.load else []
         post = Compose([t for t in post.transforms if not isinstance(t, SAVERS)])
-        return Compose([*loads, *pre.transforms]), inferer, post
+        return Compose([_source_path, *loads, *pre.transforms]), inferer, post

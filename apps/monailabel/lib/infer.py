@@ -108,8 +108,7 @@ class BundleSegmentation(BasicInferTask):
         """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON names the weights file and its
         modification time (ns), which change when a train task has replaced the weights."""
         path = self.model.weights()
-        image_path = data["image_path"] if "image_path" in data else data["source_path"]  # see bundles._source_path
-        return write_label(data["pred"][0], image_path), {
+        return write_label(data["pred"][0], data["source_path"]), {  # bundles._source_path
             "weights": str(path),
             "weights_mtime_ns": self._net.mtime,
         }
