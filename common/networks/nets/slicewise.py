@@ -18,10 +18,12 @@ class SliceWise(nn.Module):
     ``net.``.
 
     Args:
-        net: 2D network ``(N, C, H, W) -> (N, K, H, W)`` (same ``H, W``).
+        net: 2D network ``(N, C, H, W) -> (N, *S)``: a segmenter's ``(N, K, H, W)`` or a slice classifier's
+            ``(N, K)``.
         chunk: slices per call of ``net`` in eval mode (0: all at once).
 
-    Forward: ``x`` ``(B, C, H, W, D)`` -> ``(B, K, H, W, D)``, dtype and device of ``net``'s output. Differentiable.
+    Forward: ``x`` ``(B, C, H, W, D)`` -> ``(B, *S, D)`` (a segmenter: ``(B, K, H, W, D)``; a classifier:
+    ``(B, K, D)``, one output per slice), dtype and device of ``net``'s output. Differentiable.
     """
 
     def __init__(self, net: nn.Module, chunk: int = 0) -> None:
@@ -43,4 +45,4 @@ class SliceWise(nn.Module):
             for part in slices.split(self.chunk):
                 parts.append(self.net(part))
             y = torch.cat(parts)
-        return y.reshape(b, d, y.shape[1], h, w).permute(0, 2, 3, 4, 1)
+        return y.reshape([b, d] + list(y.shape[1:])).movedim(1, -1)

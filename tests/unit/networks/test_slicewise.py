@@ -30,6 +30,18 @@ def test_eval_equals_the_loop_over_slices(chunk: int) -> None:
     torch.testing.assert_close(out, loop_over_slices(net, x), atol=1e-5, rtol=1e-5)
 
 
+def test_a_slice_classifier_gives_one_output_per_slice() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    x = torch.randn(2, 2, 7, 8, 5)
+    out = SliceWise(net, chunk=2).eval()(x)
+    assert out.shape == (2, 3, 5)
+    torch.testing.assert_close(out, loop_over_slices(net, x), atol=1e-6, rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.testing.assert_close(torch.jit.script(SliceWise(net, chunk=2).eval())(x), out)
+
+
 def test_training_normalises_over_every_slice_of_the_batch() -> None:
     torch.manual_seed(0)
     net = PNet(2, in_channels=1, out_channels=2, **SMALL, dropout=0.0).train()
