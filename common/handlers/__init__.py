@@ -1,10 +1,12 @@
-"""Ignite handlers: atomic checkpoints, checked checkpoint loading, evaluation reports."""
+"""Ignite handlers: atomic checkpoints, checked checkpoint loading, evaluation reports, per-slice class
+probabilities."""
 
 from __future__ import annotations
 
 from .checkpoint_loader import CheckedCheckpointLoader
 from .checkpoint_saver import AtomicCheckpointSaver
 from .segmentation_report import SegmentationReport, markdown_report
+from .slice_classification_saver import SliceClassificationSaver
 from .vertebra_report import VertebraReport
 
 __all__ = [
@@ -12,5 +14,6 @@ __all__ = [
     "CheckedCheckpointLoader",
     "SegmentationReport",
     "markdown_report",
+    "SliceClassificationSaver",
     "VertebraReport",
 ]
