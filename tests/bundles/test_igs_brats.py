@@ -6,13 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export
 from monai.bundle import run as bundle_run
 
+from common.data import BRATS_MODALITIES as MODS
 from common.synthetic.brats import VALIDATION_FOLDERS
+from common.transforms import KSpaceUndersample, ZScoreSlices
 from tests.bundles.conftest import SPECS, run_bundle
 
 BUNDLE = "igs_brats"
@@ -101,24 +106,132 @@ def test_inference_writes_brats_labels_on_the_input_grid(searched, tmp_path):
 TASK_PATTERNS = {"classification": ["igs", "center", "random"], "reconstruction": ["igs_ssim", "center", "random"]}
 
 
+def tiny_configs(tb, configs: list[str]) -> list[str]:
+    """The bundle's ``configs`` plus the tiny overrides (written to ``tb.tmp``), as paths."""
+    tiny = tb.tmp / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    return [str(tb.root / "configs" / c) for c in configs] + [str(tiny)]
+
+
 def run_in_process(tb, configs: list[str], run_id: str = "run", **overrides) -> None:
     """``monai.bundle.run`` on the bundle's configs plus the tiny overrides, in this process (no interpreter start
     per step; the bundle's logging configuration left alone)."""
-    tiny = tb.tmp / "tiny.json"
-    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
-    files = [str(tb.root / "configs" / c) for c in configs] + [str(tiny)]
+    files = tiny_configs(tb, configs)
     meta = str(tb.root / "configs" / "metadata.json")
     bundle_run(run_id, config_file=files, meta_file=meta, logging_file=False, bundle_root=str(tb.root), **overrides)
 
 
+def task_network(tb, task: str) -> torch.nn.Module:
+    """The task's ``network_def`` of its inference configs with ``models/<task>/model.pt`` loaded, in eval mode."""
+    parser = ConfigParser()
+    parser.read_config(tiny_configs(tb, ["inference.json", f"{task}_inference.json"]))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(tb.root / "models" / task / "model.pt", map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def reference_input(case: Path, pattern: Path) -> torch.Tensor:
+    """The network input of one case built here: the four modalities ``(4, H, W, D)``, each axial slice
+    undersampled with the learned per-modality pattern and z-scored per slice and channel -> ``(D, 4, H, W)``."""
+    image = np.stack([np.asarray(nib.load(case / f"{case.name}_{m}.nii.gz").dataobj, np.float32) for m in MODS])
+    x = KSpaceUndersample(pattern, pe_dim=-2)(torch.as_tensor(image))
+    return ZScoreSlices()(torch.as_tensor(x)).movedim(-1, 0)
+
+
+def check_task_inference(tb, task: str, tmp_path: Path) -> None:
+    """``inference.json`` + ``<task>_inference.json`` on the validation cases with the learned x8 pattern: the
+    CSV of slice probabilities (classification) or one NIfTI per modality on the input grid (reconstruction), each
+    equal to the task network applied here to the undersampled input; a missing pattern or weights file is named."""
+    validation = tb.data.parent / VALIDATION_FOLDERS[2020]
+    cases = sorted(p for p in validation.iterdir() if p.is_dir())
+    out = tmp_path / f"{task}_inference"
+    args = {"dataset_dir": str(validation), "output_dir": str(out), "pattern": "learned", "acceleration": 8}
+    if task == "reconstruction":
+        args["igs_loss"] = "ssim"
+    configs = ["inference.json", f"{task}_inference.json"]
+    run_in_process(tb, configs, **args)
+    net = task_network(tb, task)
+    name = "igs" if task == "classification" else "igs_ssim"
+    with torch.no_grad():
+        expected = net(reference_input(cases[0], tb.root / "models" / task / f"{name}_phase_x8.npy"))
+    depth = nib.load(next(cases[0].glob("*_flair.nii.gz"))).shape[-1]
+    if task == "classification":
+        rows = list(csv.DictReader(open(out / "slice_probabilities.csv")))
+        assert list(rows[0]) == ["case", "slice", "p_no_tumour", "p_tumour", "prediction"]
+        assert [(r["case"], int(r["slice"])) for r in rows] == [(c.name, k) for c in cases for k in range(depth)]
+        for r in rows:
+            p0, p1 = float(r["p_no_tumour"]), float(r["p_tumour"])
+            assert 0.0 <= p1 <= 1.0 and p0 + p1 == pytest.approx(1.0, abs=1e-5)
+            assert r["prediction"] == ("tumour" if p1 > p0 else "no_tumour")
+        first = torch.tensor([float(r["p_tumour"]) for r in rows[:depth]])
+        torch.testing.assert_close(first, torch.softmax(expected, 1)[:, 1], atol=1e-4, rtol=1e-4)
+    else:
+        for case in cases:
+            image = nib.load(case / f"{case.name}_flair.nii.gz")
+            for k, m in enumerate(MODS):
+                recon = nib.load(out / f"{case.name}_flair_recon_{m}.nii.gz")
+                values = np.asarray(recon.dataobj)
+                assert recon.shape == image.shape and np.allclose(recon.affine, image.affine)
+                assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() <= 1.0
+                if case == cases[0]:
+                    reference = expected[:, k].clamp(0, 1).permute(1, 2, 0).numpy()
+                    np.testing.assert_allclose(values, reference, atol=1e-4)
+    missing = {  # no x16 search in this test; no weights in an empty folder
+        tb.root / "models" / task / f"{name}_phase_x16.npy": {"acceleration": 16},
+        tmp_path / "none" / "model.pt": {"pattern": "center", "ckpt_dir": str(tmp_path / "none")},
+    }
+    for path, override in missing.items():
+        with pytest.raises(Exception) as raised:  # MONAI wraps what a transform or handler raises
+            run_in_process(tb, configs, **{**args, **override})
+        causes = [raised.value]
+        while causes[-1].__cause__ is not None:
+            causes.append(causes[-1].__cause__)
+        assert any(isinstance(e, FileNotFoundError) and str(path) in str(e) for e in causes), raised.value
+
+
+def check_task_export(tb, task: str, tmp_path: Path) -> None:
+    """``ckpt_export`` of the task network (in this process) gives a TorchScript module equal to the eager one."""
+    ts = tmp_path / f"{task}.ts"
+    ckpt_export(
+        "network_def",
+        filepath=str(ts),
+        ckpt_file=str(tb.root / "models" / task / "model.pt"),
+        meta_file=str(tb.root / "configs" / "metadata.json"),
+        config_file=tiny_configs(tb, ["inference.json", f"{task}_inference.json"]),
+        bundle_root=str(tb.root),
+    )
+    x = torch.randn(*SPECS[BUNDLE].input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scripted = torch.jit.load(str(ts), map_location="cpu").eval()
+        torch.testing.assert_close(scripted(x), task_network(tb, task)(x), atol=1e-5, rtol=1e-4)
+
+
+def check_task_mlflow(tb, task: str) -> None:
+    """The task's training run recorded in its own ``eval/<task>/mlruns.db``: parameters, the loss and the key
+    validation metric per epoch, the executed config as an artifact."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tb.root / 'eval' / task / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
+    assert len(runs) == 1
+    run, epochs = runs[0], SPECS[BUNDLE].tiny["epochs"]
+    assert run.data.params["max_epochs"] == str(epochs)
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs
+    key = "val_auc" if task == "classification" else "val_ssim"
+    assert len(client.get_metric_history(run.info.run_id, key)) == epochs
+    assert any(a.path.endswith(".json") for a in client.list_artifacts(run.info.run_id))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "reconstruction"])
-def test_task_trains_searches_and_compares_through_its_override(trained_bundle, task):
-    """Each task's override merged on the segmentation configs: its own training (ResNet-18 / U-Net), its own IGS
-    search with its loss, and the comparison scored by its metrics, in its own folders."""
+def test_task_trains_searches_and_compares_through_its_override(trained_bundle, task, tmp_path):
+    """Each task's override merged on the segmentation configs: its own training (ResNet-18 / U-Net, tracked with
+    MLflow), its own IGS search with its loss, and the comparison scored by its metrics, in its own folders; then its
+    inference, and its network exported to TorchScript."""
     tb = trained_bundle(BUNDLE)
     data = {"dataset_dir": str(tb.data)}
-    run_in_process(tb, ["train.json", f"{task}.json"], "training", **data)
+    run_in_process(tb, ["train.json", f"{task}.json"], "training", tracking="mlflow", **data)
+    check_task_mlflow(tb, task)
     igs = {
         "igs_accelerations": [8, 4],
         "igs_lookahead": 0,
@@ -141,3 +254,5 @@ def test_task_trains_searches_and_compares_through_its_override(trained_bundle, 
         assert all(0.0 <= float(r[k]) <= 1.0 for k in keys if r[k] != "nan") and "mean_fg" not in r
     if task == "reconstruction":
         assert all(float(r["ssim"]) == pytest.approx(np.mean([float(r[k]) for k in keys]), abs=1e-6) for r in rows)
+    check_task_inference(tb, task, tmp_path)
+    check_task_export(tb, task, tmp_path)
