@@ -85,7 +85,7 @@ def test_info_lists_every_bundle_with_its_label_names(served):
     assert info["models"]["deepigeos_brats"]["labels"] == {"whole tumour": 1}
     assert info["models"]["igs_brats"]["labels"] == {"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4}
     assert info["models"]["deepigeos_brats_refine"]["type"] == "deepgrow"
-    assert set(info["trainers"]) == {"unet_lgg", "deepigeos_brats"}
+    assert set(info["trainers"]) == {"unet_lgg", "deepigeos_brats", "igs_brats"}
 
 
 def test_clicks_refine_the_current_label(served):
@@ -196,7 +196,13 @@ def test_saved_labels_train_and_the_next_inference_uses_the_new_weights(served):
     put_label(served, served.images["deepigeos_brats"], (flair > np.percentile(flair[flair > 0], 85)), brats.affine)
     lgg = image_of(served, "unet_lgg")
     put_label(served, served.images["unet_lgg"], np.asarray(lgg.dataobj)[..., 1] > 0.7, lgg.affine)
-    for bundle in ("deepigeos_brats", "unet_lgg"):
+    brats4 = image_of(served, "igs_brats")  # (H, W, D, 4): FLAIR first; a BraTS label 0/2/4 of its bright parts
+    flair4 = np.asarray(brats4.dataobj)[..., 0]
+    bright = np.percentile(flair4[flair4 > 0], [85, 95])
+    put_label(
+        served, served.images["igs_brats"], np.select([flair4 > bright[1], flair4 > bright[0]], [4, 2]), brats4.affine
+    )
+    for bundle in ("deepigeos_brats", "unet_lgg", "igs_brats"):
         weights = served.bundles / bundle / "models" / "model.pt"
         _, before = infer(served, bundle, served.images[bundle])
         old = _sha(weights)

@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged, SaveImaged
 
+from common.apps.igs import case_slices
 from common.networks import load_weights
 from common.transforms import SaveLggMasksd
 
@@ -100,6 +101,15 @@ def _lgg(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     return [s for slices, _ in cases for s in slices], [v for _, v in cases]
 
 
+def _brats_slices(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """BraTS datastore cases (a 4D NIfTI, the modalities on the last axis in the bundle's order, and a BraTS label
+    0/1/2/4) as ``igs_brats``' ``train.json`` reads its data: every axial slice with brain in it
+    (:func:`~common.apps.igs.case_slices`, the bundle's intensity scaling and nested classes); all of them train and
+    validate."""
+    slices = [s for i in items for s in case_slices({**i, "case": Path(i["image"]).name.split(".")[0]})]
+    return slices, slices
+
+
 BUNDLES: dict[str, BundleEntry] = {
     e.name: e
     for e in [
@@ -114,6 +124,7 @@ BUNDLES: dict[str, BundleEntry] = {
         BundleEntry(
             "igs_brats",
             params={"pattern": Param("pattern", str), "acceleration": Param("acceleration", int)},
+            train_items=_brats_slices,
             channels=4,
             labels={"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4},
         ),

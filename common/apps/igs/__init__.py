@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .brats import BRATS_REGION_CLASSES, brats_slices, load_brats_case
+from .brats import BRATS_REGION_CLASSES, brats_slices, case_slices, load_brats_case
 from .comparison import BASELINES, CENTER_FRACTIONS, PATTERN_SOURCES, SEEDED, PatternComparison, learned_pattern_file
 from .evaluation import fine_tune, pooled_dice, predict_slices, volume_dice, volume_keys, volume_surface_distances
 from .fingerprint import acquisition_settings, check_fingerprint, data_digest, search_fingerprint, weights_digest

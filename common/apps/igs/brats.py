@@ -16,7 +16,7 @@ from common.data.brats import BRATS_MODALITIES, brats_datalist
 from common.data.splits import split_by_fold
 from common.transforms.labels.array import ConvertBratsLabels
 
-__all__ = ["BRATS_REGION_CLASSES", "load_brats_case", "brats_slices"]
+__all__ = ["BRATS_REGION_CLASSES", "load_brats_case", "case_slices", "brats_slices"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ BRATS_REGION_CLASSES = {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
 
 
 def _read(path: str | Path) -> np.ndarray:
-    """The voxel data of one NIfTI file as float32 ``(H, W, D)``; an unreadable file is named in the error."""
+    """The voxel data of one NIfTI file as float32 ``(H, W, D)`` (or ``(H, W, D, M)``); an unreadable file is named
+    in the error."""
     try:
         return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
     except Exception as e:  # nibabel raises several types for truncated or corrupt data
@@ -35,26 +36,66 @@ def _read(path: str | Path) -> np.ndarray:
 def load_brats_case(item: dict) -> tuple[np.ndarray, np.ndarray | None]:
     """One datalist item of :func:`~common.data.brats_datalist` as ``(image, classes)``.
 
-    ``image`` float32 ``(M, H, W, D)``, one channel per file of ``item["image"]``, each divided by its mean inside
-    the brain (voxels where any modality is non-zero): a scale only, so the image stays a non-negative magnitude for
-    the k-space forward model. ``classes`` uint8 ``(H, W, D)`` of :data:`~common.transforms.BRATS_NESTED_CLASSES`
-    (0 background, 1 oedema, 2 non-enhancing core, 3 enhancing: the sum of the WT / TC / ET channels of
-    :class:`~common.transforms.ConvertBratsLabels`, which refuses any label other than 0, 1, 2, 4 naming the file),
-    or ``None`` where the item has no ``label``.
+    ``item["image"]``: the modality files in order, or one 4D NIfTI ``(H, W, D, M)`` with the modalities on its last
+    axis in that order (a MONAI Label datastore image). ``image`` float32 ``(M, H, W, D)``, each channel divided by
+    its mean inside the brain (voxels where any modality is non-zero): a scale only, so the image stays a
+    non-negative magnitude for the k-space forward model. ``classes`` uint8 ``(H, W, D)`` of
+    :data:`~common.transforms.BRATS_NESTED_CLASSES` (0 background, 1 oedema, 2 non-enhancing core, 3 enhancing: the
+    sum of the WT / TC / ET channels of :class:`~common.transforms.ConvertBratsLabels`, which refuses any label other
+    than 0, 1, 2, 4 naming the file), or ``None`` where the item has no ``label``.
     """
-    image = np.stack([_read(p) for p in item["image"]])
+    if isinstance(item["image"], (str, Path)):
+        image = _read(item["image"])
+        if image.ndim != 4:
+            raise ValueError(
+                f"{item['image']}: expected one 4D NIfTI (H, W, D, modalities) or a file per modality, found shape "
+                f"{image.shape}"
+            )
+        image = np.ascontiguousarray(np.moveaxis(image, -1, 0))
+        names = [f"{item['image']} (channel {c})" for c in range(len(image))]
+    else:
+        image = np.stack([_read(p) for p in item["image"]])
+        names = [str(p) for p in item["image"]]
     brain = (image != 0).any(0)
-    for c, path in enumerate(item["image"]):
+    for c, name in enumerate(names):
         values = image[c][brain]
         mean = float(values.mean()) if values.size else 0.0
         if mean <= 0:
-            raise ValueError(f"{path}: expected positive intensities inside the brain, found mean {mean:g}")
+            raise ValueError(f"{name}: expected positive intensities inside the brain, found mean {mean:g}")
         image[c] /= mean
     if "label" not in item:
         return image, None
     seg = MetaTensor(torch.as_tensor(_read(item["label"]))[None], meta={"filename_or_obj": str(item["label"])})
+    if seg.shape[1:] != image.shape[1:]:
+        raise ValueError(f"{item['label']}: expected a label of shape {image.shape[1:]}, found {tuple(seg.shape[1:])}")
     regions = ConvertBratsLabels(("WT", "TC", "ET"))(seg)
     return image, regions.as_tensor().sum(0).to(torch.uint8).numpy()
+
+
+def case_slices(item: dict, slices_per_case: int | None = None) -> list[dict]:
+    """The axial slices of one case (an item as :func:`load_brats_case` reads it, with ``case`` naming it): every
+    slice with brain in it, or ``slices_per_case`` of them evenly spaced; slice dicts as :func:`brats_slices`."""
+    image, classes = load_brats_case(item)
+    first = item["image"] if isinstance(item["image"], (str, Path)) else item["image"][0]
+    spacing = tuple(float(s) for s in np.linalg.norm(nib.load(first).affine[:3, :3], axis=0))
+    zs = np.flatnonzero(image.any(axis=(0, 1, 2)))
+    if slices_per_case is not None and len(zs) > slices_per_case:
+        zs = zs[np.round(np.linspace(0, len(zs) - 1, slices_per_case)).astype(int)]
+    out = []
+    for z in zs.tolist():
+        label = classes[None, :, :, z]
+        out.append(
+            {
+                "image": np.ascontiguousarray(image[..., z]),
+                "label": np.ascontiguousarray(label),
+                "patient": item["case"],
+                "phase": "",
+                "slice": z,
+                "spacing": spacing,
+                "tumour": bool(label.any()),
+            }
+        )
+    return out
 
 
 def brats_slices(
@@ -86,25 +127,6 @@ def brats_slices(
     items = split_by_fold(
         brats_datalist(dataset_dir, None, modalities, num_folds, seed)["training"], split, test_fold, val_fold
     )
-    out = []
-    for item in items:
-        image, classes = load_brats_case(item)
-        spacing = tuple(float(s) for s in np.linalg.norm(nib.load(item["image"][0]).affine[:3, :3], axis=0))
-        zs = np.flatnonzero(image.any(axis=(0, 1, 2)))
-        if slices_per_case is not None and len(zs) > slices_per_case:
-            zs = zs[np.round(np.linspace(0, len(zs) - 1, slices_per_case)).astype(int)]
-        for z in zs.tolist():
-            label = classes[None, :, :, z]
-            out.append(
-                {
-                    "image": np.ascontiguousarray(image[..., z]),
-                    "label": np.ascontiguousarray(label),
-                    "patient": item["case"],
-                    "phase": "",
-                    "slice": z,
-                    "spacing": spacing,
-                    "tumour": bool(label.any()),
-                }
-            )
+    out = [s for item in items for s in case_slices(item, slices_per_case)]
     logger.info("BraTS %s split: %d cases, %d slices in %.1f s", split, len(items), len(out), time.perf_counter() - t0)
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.apps.igs import BRATS_REGION_CLASSES, brats_slices, load_brats_case, pooled_dice
+from common.apps.igs import BRATS_REGION_CLASSES, brats_slices, case_slices, load_brats_case, pooled_dice
 from common.data import brats_datalist
 from common.synthetic.brats import TRAINING_FOLDERS, write_synthetic_brats
 from common.transforms import BRATS_NESTED_CLASSES, ClassesToRegions, ClassesToRegionsd
@@ -135,3 +135,23 @@ def test_layout_problems_stop_before_reading_naming_the_file(brats, tmp_path, pr
         error, message = ValueError, rf"{t1ce}: expected the {problem} of the other files of {case.name}"
     with pytest.raises(error, match=message):
         brats_slices(cases, "train")
+
+
+def test_a_4d_nifti_case_gives_the_slices_of_its_modality_files(brats, tmp_path):
+    """A MONAI Label datastore image (the modalities on the last axis of one 4D NIfTI) reads as the case's files."""
+    item = brats_datalist(brats, None, num_folds=5)["training"][0]
+    stack = np.stack([np.asarray(nib.load(p).dataobj, np.float32) for p in item["image"]], -1)
+    four_d = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(stack, nib.load(item["image"][0]).affine), four_d)
+    files = case_slices(item, slices_per_case=5)
+    stacked = case_slices({"image": str(four_d), "label": item["label"], "case": item["case"]}, slices_per_case=5)
+    assert len(files) == len(stacked) == 5
+    for a, b in zip(files, stacked):
+        np.testing.assert_allclose(a["image"], b["image"], rtol=1e-6)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a if k != "image")
+    with pytest.raises(ValueError, match=r"flair.nii.gz: expected one 4D NIfTI \(H, W, D, modalities\)"):
+        load_brats_case({"image": item["image"][0]})
+    small = tmp_path / "small_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), small)
+    with pytest.raises(ValueError, match=r"small_seg.nii.gz: expected a label of shape \(32, 32, 20\), found"):
+        load_brats_case({"image": str(four_d), "label": str(small)})
