@@ -18,23 +18,27 @@ from monai.bundle import ConfigParser
 from tests.bundles.conftest import BUNDLES, REPO, SPECS
 
 
-def validate_single_process(root: Path, tiny: Path, data: Path, key: str) -> float:
-    """The key validation metric of ``models/model.pt`` on the whole validation split, in this process."""
+def validate_single_process(configs: list[str], root: Path, data: Path, key: str, weights: Path) -> float:
+    """The key validation metric of ``weights`` on the whole validation split, in this process."""
     parser = ConfigParser()
-    parser.read_config([str(root / "configs" / "train.json"), str(tiny)])
+    parser.read_config(configs)
     parser.update({"bundle_root": str(root), "dataset_dir": str(data), "device": "$torch.device('cpu')"})
     parser["validate#handlers"] = []  # no checkpoint saver: nothing is written
     net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True), strict=True)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     parser["network"] = net
     evaluator = parser.get_parsed_content("validate#evaluator")
     evaluator.run()
     return float(evaluator.state.metrics[key])
 
 
+# every bundle's train configs, and one task override of igs_brats (its ResNet-18 classifier, validated by ROC AUC)
+CASES = [(b, ()) for b in BUNDLES] + [("igs_brats", ("classification.json",))]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("bundle", BUNDLES)
-def test_two_process_training(bundle: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bundle, overrides", CASES, ids=["-".join([b, *o]).removesuffix(".json") for b, o in CASES])
+def test_two_process_training(bundle: str, overrides: tuple[str, ...], tmp_path: Path) -> None:
     spec = SPECS[bundle]
     root = Path(
         shutil.copytree(REPO / "bundles" / bundle, tmp_path / bundle, ignore=shutil.ignore_patterns("models", "eval"))
@@ -42,12 +46,13 @@ def test_two_process_training(bundle: str, tmp_path: Path) -> None:
     data = (spec.multi_gpu_data or spec.write_data)(tmp_path / "data")
     tiny = tmp_path / "tiny.json"
     tiny.write_text(json.dumps({**spec.tiny, **spec.multi_gpu_tiny}))
-    configs = [root / "configs" / c for c in spec.train_configs] + [root / "configs" / "multi_gpu_train.json", tiny]
+    train = [str(root / "configs" / c) for c in (*spec.train_configs, *overrides)] + [str(tiny)]
+    configs = train[:-1] + [str(root / "configs" / "multi_gpu_train.json"), str(tiny)]
     logs = tmp_path / "logs"
     cmd = [
         *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),  # = torchrun
         *("--log-dir", str(logs), "--redirects", "3"),  # each rank's output in its own file
-        *("-m", "monai.bundle", "run", "--config_file", str([str(c) for c in configs])),
+        *("-m", "monai.bundle", "run", "--config_file", str(configs)),
         *("--bundle_root", str(root), "--dataset_dir", str(data), "--epochs", "1"),
         *("--meta_file", str(root / "configs" / "metadata.json")),
         *("--logging_file", str(root / "configs" / "logging.conf")),
@@ -62,25 +67,27 @@ def test_two_process_training(bundle: str, tmp_path: Path) -> None:
     ), f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}\nrank 0:\n{rank_logs[0][-3000:]}\nrank 1:\n{rank_logs[1][-3000:]}"
 
     # both ranks ran to the end (torchrun exits 0 only if every worker did); only rank 0 logs stats
-    key = next(iter(ConfigParser.load_config_file(root / "configs" / "train.json")["validate"]["key_metric"]))
+    parser = ConfigParser()
+    parser.read_config(train)
+    parser["bundle_root"] = str(root)
+    key = next(iter(parser["validate"]["key_metric"]))
+    weights = Path(parser.get_parsed_content("ckpt_path"))
     stats = re.compile(rf"Epoch\[\d+\] Metrics -- .*\b{key}: ")
     assert all(rank_logs[rank] for rank in (0, 1)), f"expected a log per rank under {logs}"
     assert len(stats.findall(rank_logs[0])) == 1, rank_logs[0][-3000:]  # validation ran once, logged by rank 0
     assert not stats.findall(rank_logs[1])
 
     # one model.pt, written by rank 0 from the unwrapped module: it loads into the plain network_def
-    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("model.pt")] == [Path(bundle, "models", "model.pt")]
-    assert not list((root / "models").glob(".*.tmp"))
-    parser = ConfigParser()
-    parser.read_config([str(root / "configs" / "train.json"), str(tiny)])
+    assert list(tmp_path.rglob("model.pt")) == [weights] and weights.is_relative_to(root / "models")
+    assert not list(weights.parent.glob(".*.tmp"))
     net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True), strict=True)
-    last = torch.load(root / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    last = torch.load(weights.parent / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     net.load_state_dict(last["network"], strict=True)
     assert last["engine"]["iteration"] == last["engine"]["epoch_length"]  # one epoch
 
     # the key metric is over the whole validation split (MONAI's metric handlers all-gather), not rank 0's half
-    info = json.loads((root / "models" / "model.json").read_text())
+    info = json.loads(weights.with_suffix(".json").read_text())
     assert info["settings"] and info["network"].endswith(type(net).__name__)
     assert info["best_metric"] > 0  # else the comparison below proves nothing
-    assert info["best_metric"] == pytest.approx(validate_single_process(root, tiny, data, key), abs=1e-4)
+    assert info["best_metric"] == pytest.approx(validate_single_process(train, root, data, key, weights), abs=1e-4)
