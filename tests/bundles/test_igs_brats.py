@@ -14,11 +14,12 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export
 from monai.bundle import run as bundle_run
+from monai.networks.nets import BasicUNet
 
 from common.data import BRATS_MODALITIES as MODS
 from common.synthetic.brats import VALIDATION_FOLDERS
 from common.transforms import KSpaceUndersample, ZScoreSlices
-from tests.bundles.conftest import SPECS, run_bundle
+from tests.bundles.conftest import REPO, SPECS, run_bundle
 
 BUNDLE = "igs_brats"
 SIZE = 32  # the synthetic slices of conftest.SPECS: 32x32, lines along H
@@ -101,6 +102,34 @@ def test_inference_writes_brats_labels_on_the_input_grid(searched, tmp_path):
         seg = nib.load(pred)
         assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
         assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4}
+
+
+RECONSTRUCTION_STEPS = [
+    *(["train.json", step, "reconstruction.json"] for step in ("igs_search.json", "loupe.json", "evaluate.json")),
+    ["train.json", "reconstruction.json"],
+    ["inference.json", "reconstruction_inference.json"],
+]
+
+
+@pytest.mark.parametrize("step", RECONSTRUCTION_STEPS, ids=lambda c: "+".join(c))
+def test_reconstruction_network_output_is_bounded_to_the_target_range(step):
+    """The reconstruction override's network (U-Net then sigmoid) as every step, inference included, parses it: its
+    output lies in [0, 1], the target's range, even for inputs far outside the training range, so no loss can learn a
+    channel sign-flipped and the comparison's clip to [0, 1] changes nothing; the U-Net inside is the segmentation
+    one."""
+    parser = ConfigParser()
+    configs = REPO / "bundles" / BUNDLE / "configs"
+    parser.read_config([str(configs / c) for c in step])
+    parser.update(SPECS[BUNDLE].tiny)
+    net = parser.get_parsed_content("network_def").eval()
+    assert isinstance(net[0], BasicUNet) and net[0].final_conv.out_channels == MODALITIES
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = net(100.0 * torch.randn(*SPECS[BUNDLE].input_shape))
+    assert out.shape == SPECS[BUNDLE].input_shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert out.std() > 0.0  # not a constant
+    if "resume_fingerprint" in parser:  # training steps: old unbounded checkpoints are refused
+        assert parser.get_parsed_content("resume_fingerprint")["output_activation"] == "Sigmoid()"
 
 
 TASK_PATTERNS = {"classification": ["igs", "center", "random"], "reconstruction": ["igs_ssim", "center", "random"]}

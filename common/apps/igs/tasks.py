@@ -202,9 +202,10 @@ class ClassificationScores:
 
 class ReconstructionScores:
     """Zero-filled image -> full image: SSIM and PSNR per slice and channel between the network's output (clipped
-    to [0, 1]) and the target of :func:`task_slices` (data range 1; MONAI's ``SSIMMetric``: Gaussian window 11,
-    sigma 1.5, k1 0.01, k2 0.03, and ``PSNRMetric``), averaged over slices: ``ssim_<channel>``, ``psnr_<channel>``
-    and their means over channels ``ssim``, ``psnr``. ``channel_names``: one per image channel."""
+    to [0, 1]: a no-op for the bundle's sigmoid-bounded network, a guard for an unbounded one) and the target of
+    :func:`task_slices` (data range 1; MONAI's ``SSIMMetric``: Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03, and
+    ``PSNRMetric``), averaged over slices: ``ssim_<channel>``, ``psnr_<channel>`` and their means over channels
+    ``ssim``, ``psnr``. ``channel_names``: one per image channel."""
 
     figure = "ssim_vs_acceleration.png"
 
