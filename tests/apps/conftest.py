@@ -68,7 +68,8 @@ def _write_studies(studies: Path, bundles: dict) -> dict[str, str]:
 def served(trained_bundle, deepigeos_staged, tmp_path_factory):
     """The tiny trained bundles (DeepIGeoS with its refinement stages) served by one MONAI Label server."""
     _require_monailabel()
-    trained = {name: trained_bundle(name) for name in BUNDLES}  # the served ones; DeepIGeoS with deepigeos_staged
+    trained = {name: trained_bundle(name) for name in BUNDLES if name != "deepigeos_brats"}  # the served ones
+    trained["deepigeos_brats"] = deepigeos_staged  # with its refinement stages
     tmp = tmp_path_factory.mktemp("monailabel")
     bundles = tmp / "bundles"
     for name, tb in trained.items():
