@@ -32,8 +32,9 @@ def validate_single_process(configs: list[str], root: Path, data: Path, key: str
     return float(evaluator.state.metrics[key])
 
 
-# every bundle's train configs, and one task override of igs_brats (its ResNet-18 classifier, validated by ROC AUC)
-CASES = [(b, ()) for b in BUNDLES] + [("igs_brats", ("classification.json",))]
+# every bundle's train configs, and igs_brats with each task override (its ResNet-18 classifier validated by ROC AUC,
+# its sigmoid-bounded reconstruction U-Net by SSIM)
+CASES = [(b, ()) for b in BUNDLES] + [("igs_brats", (f"{task}.json",)) for task in ("classification", "reconstruction")]
 
 
 @pytest.mark.slow
