@@ -17,8 +17,10 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
-from common.data import acdc_frames, acdc_slices, lgg_slices
+from common.apps.igs import case_slices
+from common.data import acdc_frames, acdc_slices, brats_datalist, lgg_slices
 from common.synthetic.acdc import write_synthetic_acdc
+from common.synthetic.brats import TRAINING_FOLDERS, write_synthetic_brats
 from common.synthetic.lgg import write_synthetic_lgg
 from tests.bundles.conftest import REPO
 
@@ -83,8 +85,29 @@ def _lgg_pairs(tmp: Path) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     return pairs
 
 
+def _brats_pairs(tmp: Path) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    data = (
+        write_synthetic_brats(tmp, n_cases=2, shape=(SIZE, SIZE, 16), n_validation=0, seed=1) / TRAINING_FOLDERS[2020]
+    )
+    items = brats_datalist(data, num_folds=2)["training"]  # the loader's items, as brats_slices reads every split
+    train = _training_inputs("igs_brats", data, [s for item in items for s in case_slices(item)])
+    by_key = {(d["patient"], d["slice"]): d["image"] for d in train}
+    parser = _parser("igs_brats", "inference.json", data, pattern="full")  # training sees full sampling
+    dataset, inferer = parser.get_parsed_content("dataset"), parser.get_parsed_content("inferer")
+    pairs = []
+    for k in range(len(dataset)):
+        item = dataset[k]
+        seen = inferer(torch.as_tensor(item["image"]).float()[None], torch.nn.Identity())[0]  # (4, H, W, D)
+        for z in range(seen.shape[-1]):
+            if (item["case"], z) in by_key:  # training reads the slices with brain in them
+                pairs.append((f"{item['case']}[{z}]", by_key.pop((item["case"], z)), seen[..., z]))
+    assert not by_key, f"training slices with no inference counterpart: {sorted(by_key)[:5]}"
+    return pairs
+
+
 PAIRS: dict[str, Callable[[Path], list[tuple[str, torch.Tensor, torch.Tensor]]]] = {
     "igs_acdc": _acdc_pairs,
+    "igs_brats": _brats_pairs,
     "unet_lgg": _lgg_pairs,
 }
 
