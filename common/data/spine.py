@@ -140,12 +140,7 @@ def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
     raw, der = root / "rawdata", root / "derivatives"
     problems = [f"{d}: expected the VerSe folder {d.name}/, found none" for d in (raw, der) if not d.is_dir()]
     if problems:
-        raise_problems(
-            ValueError,
-            root,
-            _VERSE_LAYOUT,
-            problems,
-        )
+        raise_problems(ValueError, root, _VERSE_LAYOUT, problems)
     cases = []
     masks = {p for p in der.rglob("*_seg-vert_msk.nii*")}
     matched = set()
@@ -171,12 +166,7 @@ def find_verse_cases(dataset_dir: str | Path) -> list[dict]:
     if not cases and not problems:
         problems.append(f"{raw}: expected subject folders with CTs, found none")
     if problems:
-        raise_problems(
-            ValueError,
-            root,
-            _VERSE_LAYOUT,
-            problems,
-        )
+        raise_problems(ValueError, root, _VERSE_LAYOUT, problems)
     return cases
 
 

@@ -170,6 +170,26 @@ def run_bundle(
     return r
 
 
+def check_mlflow_run(db: Path, epochs: int, key: str | None = None) -> None:
+    """The one training run recorded in the MLflow store ``db`` (sqlite): ``max_epochs`` among its parameters, the
+    training loss and the key validation metric (``key``; None: the first ``val_*`` metric) per epoch, the executed
+    config as a JSON artifact."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["max_epochs"] == str(epochs)
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs
+    key = key or next(k for k in run.data.metrics if k.startswith("val_"))
+    assert len(client.get_metric_history(run.info.run_id, key)) == epochs
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert any(
+        a.endswith(".json") for a in artifacts
+    ), f"expected the executed config as an artifact, found {artifacts}"
+
+
 DEEPIGEOS_STAGES = {  # weights file -> the configs of its stage, each merged on the ones before it
     "pnet_crf.pt": ["train.json", "train_pnet_crf.json"],
     "rnet.pt": ["train.json", "train_rnet.json"],

@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 
-from tests.bundles.conftest import BUNDLES, REPO, SPECS, bundle_command, run_bundle
+from tests.bundles.conftest import BUNDLES, REPO, SPECS, bundle_command, check_mlflow_run, run_bundle
 
 
 def test_every_bundle_has_test_settings():
@@ -125,25 +125,10 @@ def test_torchscript_export_matches_eager(bundle, trained_bundle, tmp_path):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_mlflow_run_recorded(bundle, trained_bundle):
-    from mlflow.tracking import MlflowClient
-
     tb = trained_bundle(bundle)
     output_dir = ConfigParser.load_config_file(tb.root / "configs" / "train.json").get("output_dir")
     assert output_dir == "$@bundle_root + '/eval'"
-    client = MlflowClient(tracking_uri=f"sqlite:///{tb.root / 'eval' / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("monai_experiment")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1
-    run = runs[0]
-    epochs = SPECS[bundle].tiny["epochs"]
-    assert run.data.params["max_epochs"] == str(epochs)
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs
-    key = next(k for k in run.data.metrics if k.startswith("val_"))
-    assert len(client.get_metric_history(run.info.run_id, key)) == epochs
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
-    assert any(
-        a.endswith(".json") for a in artifacts
-    ), f"expected the executed config as an artifact, found {artifacts}"
+    check_mlflow_run(tb.root / "eval" / "mlruns.db", SPECS[bundle].tiny["epochs"])
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from monai.networks.nets import BasicUNet
 from common.data import BRATS_MODALITIES as MODS
 from common.synthetic.brats import VALIDATION_FOLDERS
 from common.transforms import KSpaceUndersample, ZScoreSlices
-from tests.bundles.conftest import REPO, SPECS, run_bundle
+from tests.bundles.conftest import REPO, SPECS, check_mlflow_run, run_bundle
 
 BUNDLE = "igs_brats"
 SIZE = 32  # the synthetic slices of conftest.SPECS: 32x32, lines along H
@@ -235,22 +235,6 @@ def check_task_export(tb, task: str, tmp_path: Path) -> None:
         torch.testing.assert_close(scripted(x), task_network(tb, task)(x), atol=1e-5, rtol=1e-4)
 
 
-def check_task_mlflow(tb, task: str) -> None:
-    """The task's training run recorded in its own ``eval/<task>/mlruns.db``: parameters, the loss and the key
-    validation metric per epoch, the executed config as an artifact."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tb.root / 'eval' / task / 'mlruns.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
-    assert len(runs) == 1
-    run, epochs = runs[0], SPECS[BUNDLE].tiny["epochs"]
-    assert run.data.params["max_epochs"] == str(epochs)
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs
-    key = "val_auc" if task == "classification" else "val_ssim"
-    assert len(client.get_metric_history(run.info.run_id, key)) == epochs
-    assert any(a.path.endswith(".json") for a in client.list_artifacts(run.info.run_id))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "reconstruction"])
 def test_task_trains_searches_and_compares_through_its_override(trained_bundle, task, tmp_path):
@@ -260,7 +244,8 @@ def test_task_trains_searches_and_compares_through_its_override(trained_bundle, 
     tb = trained_bundle(BUNDLE)
     data = {"dataset_dir": str(tb.data)}
     run_in_process(tb, ["train.json", f"{task}.json"], "training", tracking="mlflow", **data)
-    check_task_mlflow(tb, task)
+    key = "val_auc" if task == "classification" else "val_ssim"
+    check_mlflow_run(tb.root / "eval" / task / "mlruns.db", SPECS[BUNDLE].tiny["epochs"], key)
     igs = {
         "igs_accelerations": [8, 4],
         "igs_lookahead": 0,

@@ -56,6 +56,11 @@ def _cell(mean: float, sd: float, digits: int) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def _cells(row: Mapping[str, object], metrics: Sequence[tuple[str, int]]) -> str:
+    """``mean ± sd`` of each ``(metric, digits)`` of a summary row, as markdown table cells."""
+    return " | ".join(_cell(float(row[f"{k}_mean"]), float(row[f"{k}_sd"]), d) for k, d in metrics)
+
+
 def markdown_report(summary: Sequence[Mapping[str, object]], title: str = "Lesion segmentation") -> str:
     """The summary as markdown: the paper's six metrics, then the ATLAS v2.0 challenge metrics, then definitions."""
     lines = [f"# {title}", "", "## The paper's metrics (mean ± sd over subjects; micro-DSC pools all voxels)", ""]
@@ -66,10 +71,7 @@ def markdown_report(summary: Sequence[Mapping[str, object]], title: str = "Lesio
     for r in summary:
         lines.append(
             f"| {r['model']} | {r['inference']} | {r['subjects']} | {float(r['micro_dice']):.3f} | "
-            + " | ".join(
-                _cell(float(r[f"{k}_mean"]), float(r[f"{k}_sd"]), d)
-                for k, d in (("dice", 3), ("hd_mm", 1), ("assd_mm", 2), ("tpr", 3), ("precision", 3), ("seconds", 2))
-            )
+            + _cells(r, (("dice", 3), ("hd_mm", 1), ("assd_mm", 2), ("tpr", 3), ("precision", 3), ("seconds", 2)))
             + " |"
         )
     lines += ["", "## ATLAS v2.0 challenge metrics (mean ± sd over subjects)", ""]
@@ -81,14 +83,14 @@ def markdown_report(summary: Sequence[Mapping[str, object]], title: str = "Lesio
     for r in summary:
         lines.append(
             f"| {r['model']} | {r['inference']} | "
-            + " | ".join(
-                _cell(float(r[f"{k}_mean"]), float(r[f"{k}_sd"]), d)
-                for k, d in (
+            + _cells(
+                r,
+                (
                     ("lesion_f1", 3),
                     ("lesion_count_difference", 2),
                     ("volume_difference", 1),
                     ("volume_difference_ml", 2),
-                )
+                ),
             )
             + f" | {r['surface_measured']} / {r['subjects']} | {r['surface_missed']} |"
         )
