@@ -11,7 +11,10 @@ Variants: ``exact`` (one line per step over every slice from the centre line, th
 step's gradient from a fresh seeded ``--subset_fraction`` of the slices), ``multi`` (one line per step up to
 ``--exact_lines`` lines, then ``--lines_per_iteration`` per step), ``subset_multi`` (both), ``lookahead``
 (``--lookahead`` candidates re-scored by their actual loss), ``one_sided`` (start from the highest acceleration's
-one-sided centre block) and ``one_sided_lookahead`` (both).
+one-sided centre block), ``one_sided_lookahead`` (both), ``guarded`` (the bundle's search: checked at each budget
+against the centre, one-sided, equispaced and random patterns by the search loss, then refined by loss-lowering
+swaps, nested), ``guarded_lookahead``, ``guarded_per_budget`` (swaps of any line) and ``guarded_subset_multi`` (the
+cheaper growth, then the same guards and swaps).
 
 Usage (a few minutes on 2 CPU cores with the demo's network at 128x128 and small settings):
     python benchmarks/bench_igs_variants.py --bundle_root bundles/igs_acdc --dataset_dir data/acdc \
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from common.apps.igs import GUARDS as ALL_GUARDS
 from common.apps.igs import IterativeGradientSampling, cache_line_spectra, volume_dice
 from common.data.acdc import acdc_slices
 from common.networks import load_weights, read_model_info
@@ -55,6 +59,10 @@ def _network(bundle_root: Path, ckpt: Path, device: torch.device) -> tuple[torch
     return net.to(device).eval(), {**{"image_size": parser["image_size"]}, **settings}
 
 
+GUARDS = tuple(g for g in ALL_GUARDS if g != "loupe")
+"""The guards of the ``guarded*`` variants (LOUPE's pattern is not in the benchmark's folder)."""
+
+
 def _variants(
     names: str, subset_fraction: float, lines_per_iteration: int, exact_lines: int, lookahead: int
 ) -> dict[str, dict]:
@@ -70,6 +78,16 @@ def _variants(
         "lookahead": {"lookahead": lookahead},
         "one_sided": {"start": "one_sided"},
         "one_sided_lookahead": {"start": "one_sided", "lookahead": lookahead},
+        "guarded": {"guards": GUARDS, "refine": "nested"},
+        "guarded_lookahead": {"guards": GUARDS, "refine": "nested", "lookahead": lookahead},
+        "guarded_per_budget": {"guards": GUARDS, "refine": "per_budget"},
+        "guarded_subset_multi": {
+            "guards": GUARDS,
+            "refine": "nested",
+            "subset_fraction": subset_fraction,
+            "lines_per_iteration": lines_per_iteration,
+            "exact_lines": exact_lines,
+        },
     }
     chosen = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
     unknown = [n for n in chosen if n not in table]
@@ -158,6 +176,8 @@ def main(
             mask = load_line_pattern(written[float(acc)], width=size).to(device)
             row[f"s_x{acc}"] = meta["search_seconds"]
             row[f"lines_x{acc}"] = meta["lines"]
+            row[f"loss_x{acc}"] = meta["search_loss"]
+            row[f"best_guard_x{acc}"] = min(meta.get("guard_losses") or {"-": float("nan")}.values())
             for part, (batches, volumes) in cached.items():
                 dice = volume_dice(net, batches, volumes, mask, num_classes, amp=use_amp)
                 row[f"{part}_x{acc}"] = float(np.nanmean(np.nanmean(dice[:, 1:], axis=0)))
@@ -166,21 +186,24 @@ def main(
             f"  {name}: {total:.1f} s, "
             + ", ".join(
                 f"x{a} val {row[f'val_x{a}']:.3f} test {row[f'test_x{a}']:.3f} ({row[f's_x{a}']:.1f} s, "
+                f"search loss {row[f'loss_x{a}']:.4f}, best guard {row[f'best_guard_x{a}']:.4f}, "
                 f"lines {row[f'lines_x{a}']})"
                 for a in accs
             )
         )
     print(
         f"\n| variant | settings | {' | '.join(f's to x{a}' for a in accs)} | "
-        f"{' | '.join(f'val Dice x{a}' for a in accs)} | {' | '.join(f'test Dice x{a}' for a in accs)} |"
+        f"{' | '.join(f'val Dice x{a}' for a in accs)} | {' | '.join(f'test Dice x{a}' for a in accs)} | "
+        f"{' | '.join(f'search loss x{a}' for a in accs)} |"
     )
-    print("|---|---|" + "---|" * (3 * len(accs)))
+    print("|---|---|" + "---|" * (4 * len(accs)))
     options = _variants(variants, subset_fraction, lines_per_iteration, exact_lines, lookahead)
     for row in rows:
         text = ", ".join(f"{k}={v}" for k, v in options[row["variant"]].items()) or "every slice, 1 line per step"
         secs = " | ".join(f"{row[f's_x{a}']:.1f}" for a in accs)
         dice = " | ".join(f"{row[f'{part}_x{a}']:.3f}" for part in cached for a in accs)
-        print(f"| {row['variant']} | {text} | {secs} | {dice} |")
+        losses = " | ".join(f"{row[f'loss_x{a}']:.4f}" for a in accs)
+        print(f"| {row['variant']} | {text} | {secs} | {dice} | {losses} |")
     print(
         f"\nDice: frozen network, per volume, mean over volumes and RV/myocardium/LV, on the validation fold of "
         f"training/ (choose with it) and on testing/ (report it); patterns in {work}"

@@ -16,6 +16,7 @@ from .intensity import (
 )
 from .io import SaveLggMasks, SaveLggMasksd
 from .kspace import (
+    FORWARD_MODELS,
     CenterLines,
     EquispacedLines,
     FullLines,
@@ -28,6 +29,7 @@ from .kspace import (
     RandomLines,
     apply_phase,
     broadcast_mask,
+    check_forward_model,
     check_pe_dim,
     distinct_frequencies,
     line_mask,

@@ -1,8 +1,18 @@
-"""Utilities: atomic file writes, centred FFTs, NaN-aware statistics, settings fingerprints of saved state."""
+"""Utilities: atomic file writes, centred FFTs, NaN-aware statistics and paired bootstrap intervals, settings
+fingerprints of saved state."""
 
 from __future__ import annotations
 
 from .atomic_io import atomic_path, save_figure
 from .fft import fft2c, fftc, ifft2c, ifftc
 from .fingerprint import as_fingerprint, check_fingerprint
-from .stats import nanmean
+from .stats import (
+    N_RESAMPLES,
+    MeanInterval,
+    PairedDifference,
+    bootstrap_mean,
+    format_difference,
+    format_mean_interval,
+    nanmean,
+    paired_bootstrap,
+)

@@ -1,5 +1,6 @@
 """Checks every bundle under bundles/ must pass: metadata, config properties, network in/out, TorchScript export,
-MLflow tracking, resumable training. Bundle-specific settings live in conftest.SPECS."""
+MLflow tracking, resumable training; and the IGS bundles' one default forward model. Bundle-specific settings live in
+conftest.SPECS."""
 
 from __future__ import annotations
 
@@ -62,6 +63,42 @@ def test_config_properties(bundle, workflow, tmp_path, bundle_data):
     assert not missing, f"{config}: missing required properties {missing}"
     if workflow == "train":
         assert "training" in wf.parser and "run" in wf.parser  # both `run training` and `run` work
+
+
+def parsed(bundle: str, configs: list[str], id: str, **overrides):
+    """The parsed content of ``id`` in the bundle's ``configs`` merged in order, with ``overrides``."""
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / bundle / "configs" / c) for c in configs])
+    parser.update(overrides)
+    return parser.get_parsed_content(id)
+
+
+@pytest.mark.parametrize("bundle", ["igs_acdc", "igs_brats"])
+def test_igs_steps_default_to_the_bundle_forward_model(bundle):
+    """``forward_model`` of ``train.json`` (and of the standalone ``inference.json``, the same value) is what the
+    search, LOUPE, the comparison (first, or only) and inference use by default, so that a plain run of each step reads the
+    patterns the one before wrote; each step's own setting still overrides it."""
+    fm = parsed(bundle, ["train.json"], "forward_model")
+    other = {"phase": "magnitude", "magnitude": "phase"}[fm]
+    assert parsed(bundle, ["inference.json"], "forward_model") == fm
+    for step, setting in (("igs_search.json", "igs"), ("loupe.json", "loupe")):
+        assert parsed(bundle, ["train.json", step], f"{setting}#forward_model") == fm
+        override = {f"{setting}_forward_model": other}
+        assert parsed(bundle, ["train.json", step], f"{setting}#forward_model", **override) == other
+    # igs_acdc compares under its default model only (the card's script adds the other: the comparison's cost);
+    # igs_brats under both, its default first
+    both = bundle == "igs_brats"
+    assert parsed(bundle, ["train.json", "evaluate.json"], "forward_models") == [fm, other][: 1 + both]
+    assert parsed(bundle, ["train.json", "evaluate.json"], "forward_models", forward_model=other) == [other, fm][
+        : 1 + both
+    ]
+    tasks = [[]] if bundle == "igs_acdc" else [[], ["classification_inference.json"], ["reconstruction_inference.json"]]
+    for task in tasks:
+        for model in (fm, other):
+            transforms = parsed(bundle, ["inference.json", *task], "preprocessing", forward_model=model).transforms
+            op = next(t for t in transforms if type(t).__name__ == "KSpaceUndersampled").op
+            assert op.forward_model == op.mask_factory.forward_model == model  # simulates what its pattern is for
+            assert op.mask_factory.pattern_file.name.endswith(f"_{model}_x8.npy")
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from common.transforms import save_line_pattern
 from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
 
 BUNDLE = "igs_acdc"
@@ -22,14 +23,15 @@ SIZE = 32  # conftest.SPECS tiny image_size
 
 @pytest.fixture(scope="module")
 def searched(trained_bundle):
-    """The tiny trained bundle with IGS and LOUPE patterns under both forward models (what evaluate.json reads)."""
+    """The tiny trained bundle with LOUPE and then IGS patterns under both forward models (what evaluate.json reads;
+    LOUPE first, as scripts/demo.sh runs them, so that its pattern is one of the search's guards)."""
     tb = trained_bundle(BUNDLE)
     for fm in ("phase", "magnitude"):
         run_bundle(
-            tb.root, ["train.json", "igs_search.json"], tb.tmp, "--dataset_dir", str(tb.data), "--igs_forward_model", fm
+            tb.root, ["train.json", "loupe.json"], tb.tmp, "--dataset_dir", str(tb.data), "--loupe_forward_model", fm
         )
         run_bundle(
-            tb.root, ["train.json", "loupe.json"], tb.tmp, "--dataset_dir", str(tb.data), "--loupe_forward_model", fm
+            tb.root, ["train.json", "igs_search.json"], tb.tmp, "--dataset_dir", str(tb.data), "--igs_forward_model", fm
         )
     return tb
 
@@ -44,14 +46,18 @@ def test_training_wrote_checkpoints_and_per_class_dice(trained_bundle):
 def test_igs_search_writes_patterns_at_exact_budgets(searched):
     models = searched.root / "models"
     for fm in ("phase", "magnitude"):
-        order = json.loads((models / f"igs_{fm}_x4.json").read_text())["order"]
-        assert order[0] == SIZE // 2 and len(set(order)) == len(order)
-        for acc in (4, 8, 16):
+        previous = set()
+        for acc in (16, 8, 4):
             mask = np.load(models / f"igs_{fm}_x{acc}.npy")
             meta = json.loads((models / f"igs_{fm}_x{acc}.json").read_text())
             assert mask.shape == (SIZE,) and int(mask.sum()) == SIZE // acc == meta["num_lines"]
-            assert meta["width"] == SIZE and meta["acceleration"] == acc and meta["order"] == order[: SIZE // acc]
-            assert meta["fingerprint"]["forward_model"] == fm
+            assert meta["width"] == SIZE and meta["acceleration"] == acc and sorted(meta["order"]) == meta["lines"]
+            assert meta["fingerprint"]["forward_model"] == fm and meta["fingerprint"]["refine"]["mode"] == "nested"
+            # never beaten on its own objective by a baseline at its budget (the bundle's guards)
+            assert {"center", "one_sided", "random_seed0", "equispaced_seed4", "loupe"} <= set(meta["guard_losses"])
+            assert meta["search_loss"] <= min(meta["guard_losses"].values()) + 1e-6
+            assert meta["nested"] == (previous <= set(meta["lines"]))
+            previous = set(meta["lines"])
         assert (models / f"igs_{fm}_search.png").stat().st_size > 1000
 
 
@@ -72,8 +78,10 @@ def test_loupe_writes_patterns_at_exact_budgets_and_skips_on_rerun(trained_bundl
 
 def test_evaluation_table_covers_every_pattern_and_protocol(searched):
     """Every forward model, protocol, pattern and acceleration, the seeded baselines once per seed (fewer seeds
-    fine-tuned, as a demo may set them); the learned patterns (IGS, LOUPE) are read for each forward model."""
+    fine-tuned, as a demo may set them); the learned patterns (IGS, LOUPE) are read for each forward model; each
+    pattern's search loss (computed by the comparison, apart from the search) is never below the IGS pattern's."""
     args = ["--dataset_dir", str(searched.data), "--comparison_seeds", "[0, 1, 2]", "--fine_tune_seeds", "[1]"]
+    args += ["--forward_models", "['phase', 'magnitude']"]  # both, as the card's script runs it
     run_bundle(searched.root, ["train.json", "evaluate.json"], searched.tmp, *args)
     out = searched.root / "eval"
     rows = list(csv.DictReader(open(out / "pattern_comparison.csv")))
@@ -98,8 +106,18 @@ def test_evaluation_table_covers_every_pattern_and_protocol(searched):
         for k in ("hd95_rv", "hd95_myocardium", "hd95_lv", "hd95_mean_fg", "assd_rv", "assd_lv", "assd_mean_fg"):
             assert math.isnan(float(r[k])) or float(r[k]) >= 0.0  # mm; NaN where every volume missed the class
         assert int(r["surface_missed"]) >= 0 and int(r["surface_spurious"]) >= 0
+    for fm in ("phase", "magnitude"):
+        for acc in ("4", "8", "16"):
+            cell = [r for r in rows if (r["forward_model"], r["protocol"], r["acceleration"]) == (fm, "frozen", acc)]
+            loss = {(r["pattern"], r["seed"]): float(r["search_loss"]) for r in cell}
+            assert loss[("igs", "")] <= min(loss.values()) + 1e-6, (fm, acc, loss)
+    intervals = list(csv.DictReader(open(out / "pattern_comparison_intervals.csv")))
+    assert {(r["forward_model"], r["protocol"], r["acceleration"]) for r in intervals} == {
+        (fm, protocol, acc) for fm in ("phase", "magnitude") for protocol in seeds for acc in ("4", "8", "16")
+    }
     md = (out / "pattern_comparison.md").read_text()
     assert "## Forward model: phase" in md and "## Forward model: magnitude" in md
+    assert "**Search loss** (`dice_pooled`" in md and "## Paired differences against the best baseline" in md
     assert "| frozen | igs | 1 |" in md and "| frozen | loupe | 1 |" in md and "| frozen | one_sided | 1 |" in md
     assert "| frozen | random | 3 |" in md and "| fine_tuned | random | 1 |" in md and " +- " in md
     assert "**HD95 (mm), mean over rv, myocardium, lv**" in md and "**Lines sampled / distinct |f| covered**" in md
@@ -166,9 +184,13 @@ def test_inference_config_checks_before_training_and_search(tmp_path):
     undersample = next(
         t for t in wf.parser.get_parsed_content("preprocessing").transforms if "KSpace" in type(t).__name__
     )
-    with pytest.raises(FileNotFoundError, match=r"igs_magnitude_x8\.npy: expected a k-space line pattern .*IGS search"):
+    with pytest.raises(FileNotFoundError, match=r"igs_phase_x8\.npy: expected a k-space line pattern .*IGS search"):
         undersample({"image": torch.rand(1, 256, 256)})  # the pattern is read when the first image comes
     assert not (root / "models").exists()
+    save_line_pattern(root / "models" / "igs_phase_x8", torch.ones(256), forward_model="magnitude")  # misnamed
+    refused = r"igs_phase_x8\.json: expected a pattern learned under the 'phase' .*found 'magnitude'"
+    with pytest.raises(ValueError, match=refused):
+        undersample({"image": torch.rand(1, 256, 256)})  # inference simulates the phase model it reads patterns of
 
 
 def test_inference_with_other_network_settings_says_which(trained_bundle):

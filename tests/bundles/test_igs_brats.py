@@ -44,17 +44,15 @@ def test_training_logs_dice_per_tumour_region(trained_bundle):
 
 def test_igs_search_writes_one_pattern_per_modality_at_exact_budgets(searched):
     models = searched.root / "models"
-    orders = json.loads((models / "igs_phase_x4.json").read_text())["orders"]
-    assert len(orders) == MODALITIES
-    for order in orders:  # every modality starts at the centre line and adds one line per step
-        assert order[0] == SIZE // 2 and len(order) == len(set(order)) == SIZE // 4
     for acc in (4, 8, 16):
         mask = np.load(models / f"igs_phase_x{acc}.npy")
         meta = json.loads((models / f"igs_phase_x{acc}.json").read_text())
         assert mask.shape == (MODALITIES, SIZE) and mask.sum(1).tolist() == [SIZE // acc] * MODALITIES
-        assert meta["per_channel"] and meta["axis"] == -2 and meta["orders"] == [o[: SIZE // acc] for o in orders]
-        for row, order in zip(mask, meta["orders"]):
-            assert sorted(np.flatnonzero(row).tolist()) == sorted(order)
+        assert meta["per_channel"] and meta["axis"] == -2 and len(meta["orders"]) == MODALITIES
+        for row, order in zip(mask, meta["orders"]):  # one line set per modality, each line once
+            assert sorted(np.flatnonzero(row).tolist()) == sorted(order) and len(set(order)) == SIZE // acc
+        # never beaten on its own objective by a baseline at its budget (the same lines for every modality)
+        assert meta["search_loss"] <= min(meta["guard_losses"].values()) + 1e-6
         loupe = np.load(models / f"loupe_phase_x{acc}.npy")
         assert loupe.shape == (MODALITIES, SIZE) and loupe.sum(1).tolist() == [SIZE // acc] * MODALITIES
 
@@ -160,10 +158,11 @@ def task_network(tb, task: str) -> torch.nn.Module:
 
 
 def reference_input(case: Path, pattern: Path) -> torch.Tensor:
-    """The network input of one case built here: the four modalities ``(4, H, W, D)``, each axial slice
-    undersampled with the learned per-modality pattern and z-scored per slice and channel -> ``(D, 4, H, W)``."""
+    """The network input of one case built here: the four modalities ``(4, H, W, D)``, each axial slice given its
+    phase map (``inference.json``'s forward model and ``phase_seed`` 0), undersampled with the learned per-modality
+    pattern and z-scored per slice and channel -> ``(D, 4, H, W)``."""
     image = np.stack([np.asarray(nib.load(case / f"{case.name}_{m}.nii.gz").dataobj, np.float32) for m in MODS])
-    x = KSpaceUndersample(pattern, pe_dim=-2)(torch.as_tensor(image))
+    x = KSpaceUndersample(pattern, pe_dim=-2, forward_model="phase", phase_seed=0)(torch.as_tensor(image))
     return ZScoreSlices()(torch.as_tensor(x)).movedim(-1, 0)
 
 

@@ -6,6 +6,15 @@ from .brats import BRATS_REGION_CLASSES, brats_slices, case_slices, load_brats_c
 from .comparison import BASELINES, CENTER_FRACTIONS, PATTERN_SOURCES, SEEDED, PatternComparison, learned_pattern_file
 from .evaluation import fine_tune, pooled_dice, predict_slices, volume_dice, volume_keys, volume_surface_distances
 from .fingerprint import acquisition_settings, check_fingerprint, data_digest, search_fingerprint, weights_digest
+from .intervals import (
+    INTERVAL_COLUMNS,
+    finding,
+    intervals_markdown,
+    intervals_unavailable,
+    paired_intervals,
+    per_volume,
+    rank_baselines,
+)
 from .loupe import (
     CLIP_NORM,
     LOUPE,
@@ -42,8 +51,11 @@ from .report import (
     plot_channel_patterns,
     plot_dice_vs_acceleration,
     plot_igs_search,
+    plot_loupe_loss,
+    search_loss_table,
 )
-from .search import STARTS, IterativeGradientSampling
+from .search import GUARDS, REFINE_MODES, STARTS, IterativeGradientSampling
+from .seeds import network_seeds
 from .tasks import (
     TASKS,
     ClassificationScores,

@@ -22,11 +22,14 @@ from common.apps.igs.evaluation import (
     volume_keys,
 )
 from common.apps.igs.fingerprint import check_fingerprint, weights_digest
+from common.apps.igs.intervals import intervals_markdown, intervals_unavailable, paired_intervals, per_volume
 from common.apps.igs.objective import (
     FORWARD_MODELS,
     cache_line_spectra,
+    igs_loss,
+    mask_loss,
 )
-from common.apps.igs.report import markdown_table, plot_dice_vs_acceleration
+from common.apps.igs.report import markdown_table, plot_dice_vs_acceleration, search_loss_table
 from common.apps.igs.tasks import pattern_scores
 from common.transforms.kspace.masks import (
     distinct_frequencies,
@@ -120,10 +123,14 @@ class PatternComparison:
     and seed; ``seed`` empty for unseeded patterns), ``pattern_comparison.md`` (one section per forward model; seeded
     patterns as mean +- sample sd over their seeds), ``dice_vs_acceleration.png`` (``auc_vs_acceleration.png``,
     ``ssim_vs_acceleration.png`` for the other tasks; a panel per forward model and protocol), and for segmentation
-    the per-volume values ``pattern_comparison_{dice,hd95,assd}_raw.csv`` (one line per run and
+    the per-volume values ``pattern_comparison_{dice,dice_fg,hd95,assd}_raw.csv`` (one line per run and
     volume, named ``<forward_model>/<protocol>/<pattern>/x<acc>/<seed>/<patient>/<phase>`` with ``<seed>``
-    ``seed<s>`` for a seeded pattern and ``-`` otherwise; the ``mean`` column is the NaN-aware mean over that line's
-    classes).
+    ``seed<s>`` for a seeded pattern and ``-`` otherwise; a column per class (``dice``) or scored structure, and
+    ``mean``, the NaN-aware mean over that line's columns: for ``dice_fg`` the volume's ``mean_fg``) and the paired
+    intervals ``pattern_comparison_intervals.csv`` (:func:`~common.apps.igs.paired_intervals`: in each forward
+    model, protocol and acceleration, each pattern's per-volume ``mean_fg`` against the best baseline's, paired by
+    volume, 4,000 seeded bootstrap resamples; a section of the markdown with one generated finding per row; the
+    classification and reconstruction scores are over slices, so the markdown says why they have none).
 
     Args:
         network: the pretrained network (weights loaded), ``(B, C, H, W)`` -> logits ``(B, K, H, W)`` (segmentation),
@@ -156,6 +163,10 @@ class PatternComparison:
         train_phase_seed, test_phase_seed: phase seed bases of the training and test slices (``"phase"`` model);
             they must differ.
         max_phase: peak of the phase maps, radians.
+        search_loss: the :func:`~common.apps.igs.igs_loss` name of the searches (``"dice_pooled"``): each pattern's
+            loss through the frozen network on the training slices (under the training phases, as the search sees
+            them), in groups of ``search_loss_batch`` slices, becomes the column ``search_loss`` and a table of the
+            markdown; None: not computed.
         pattern_sources: per learned pattern, ``(config file, id of its forward-model setting)`` in the bundle,
             named in the error when a file is missing (added to :data:`PATTERN_SOURCES`).
     """
@@ -189,6 +200,8 @@ class PatternComparison:
         regions: Mapping[str, Sequence[int]] | None = None,
         task: str = "segmentation",
         fine_tune_loss: str = "dice_ce",
+        search_loss: str | None = None,
+        search_loss_batch: int = 32,
     ) -> None:
         bad = [p for p in patterns if p not in BASELINES and (p == "full" or not _NAME.fullmatch(str(p)))]
         if bad or not patterns or len(set(patterns)) != len(patterns):
@@ -231,6 +244,8 @@ class PatternComparison:
         self.scorer = pattern_scores(task, self.class_names, regions)
         self.regions = getattr(self.scorer, "regions", None)
         self.fine_tune_loss = fine_tune_loss
+        self.search_loss, self.search_loss_batch = search_loss, int(search_loss_batch)
+        self.search_loss_fn = igs_loss(search_loss) if search_loss is not None else None
         self.accelerations = [int(a) for a in accelerations]
         self.patterns, self.protocols, self.forward_models = list(patterns), list(protocols), list(forward_models)
         self.seeds, self.fine_tune_seeds = seeds, fine_tune_seeds
@@ -363,9 +378,15 @@ class PatternComparison:
             train = []
             if "fine_tuned" in self.protocols:
                 train = cache_line_spectra(self.train_data, phase_seed_base=self.train_phase_seed, **cache)
+            masks = {
+                (pattern, acc, seed): (
+                    learned[(fm, pattern, acc)] if pattern in self.learned else baseline[(pattern, acc, seed)]
+                ).to(self.device)
+                for _, pattern, acc, seed in runs
+            }
+            search_losses = self._search_losses(masks, {**cache, "batch_size": self.search_loss_batch})
             for protocol, pattern, acc, seed in tqdm(runs, desc=f"patterns ({fm})", disable=None):
-                mask = learned[(fm, pattern, acc)] if pattern in self.learned else baseline[(pattern, acc, seed)]
-                mask = mask.to(self.device)
+                mask = masks[(pattern, acc, seed)]
                 net = self.network
                 if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
                     net = fine_tune(
@@ -381,6 +402,8 @@ class PatternComparison:
                     )
                 pred, label = self.scorer.predict(net, test, mask, self.pe_dim, self.amp)
                 metrics, detail = self.scorer.score(pred, label, self.test_data)
+                if search_losses:
+                    metrics = {"search_loss": search_losses[(pattern, acc, seed)], **metrics}
                 rows.append(self._row(fm, protocol, pattern, acc, seed, mask, metrics))
                 runs_done.append(f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}")
                 details.append(detail)
@@ -388,10 +411,23 @@ class PatternComparison:
                 seed_text = "" if seed is None else f" seed {seed}"
                 logger.info("%s %s %s x%d%s: %s", fm, protocol, pattern, acc, seed_text, shown)
             del test, train  # one forward model's spectra in memory at a time
-        self._write(rows, len(self.test_data), len(set(volumes)))
+        headline = self.scorer.volume_headline(runs_done, details, self.test_data)
+        self._write(rows, len(self.test_data), len(set(volumes)), headline)
         self.scorer.write_details(self.output_dir, runs_done, details, self.test_data)
         logger.info("pattern comparison done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
         return rows
+
+    def _search_losses(self, masks: dict[tuple, torch.Tensor], cache: dict) -> dict[tuple, float]:
+        """``{(pattern, acc, seed): the search loss of its mask on the training slices}`` (empty without
+        ``search_loss``); ``cache`` as :func:`~common.apps.igs.cache_line_spectra` takes it."""
+        if self.search_loss_fn is None:
+            return {}
+        train = cache_line_spectra(self.train_data, phase_seed_base=self.train_phase_seed, **cache)
+        loss_fn, batch = self.search_loss_fn, self.search_loss_batch
+        return {
+            key: mask_loss(self.network, train, mask, loss_fn, self.pe_dim, self.amp, loss_batch=batch)
+            for key, mask in masks.items()
+        }
 
     def _row(
         self,
@@ -415,15 +451,30 @@ class PatternComparison:
             **metrics,
         }
 
-    def _write(self, rows: list[dict], n_slices: int, n_volumes: int) -> None:
+    def _write(self, rows: list[dict], n_slices: int, n_volumes: int, headline: dict[str, float] | None) -> None:
+        """The CSV, the markdown (with the paired per-volume intervals of ``headline``, ``{per-volume line: value}``,
+        where the task has one) and the figure."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_csv_rows(self.output_dir / "pattern_comparison.csv", rows)
         scorer = self.scorer
+        metric, label = scorer.headline()
+        intervals_csv = self.output_dir / "pattern_comparison_intervals.csv"
+        intervals_csv.unlink(missing_ok=True)  # never one left from an earlier run
+        if headline is None:
+            section = intervals_unavailable(self.task)
+        else:
+            intervals = paired_intervals(per_volume(headline), BASELINES, metric)
+            if intervals:
+                write_csv_rows(intervals_csv, intervals)
+            section = intervals_markdown(intervals, label, [p for p in BASELINES if p in self.patterns])
         with atomic_path(self.output_dir / "pattern_comparison.md") as tmp:
             tmp.write_text(
                 markdown_table(
-                    rows, self.accelerations, tables=scorer.tables(), summary=scorer.summary(n_slices, n_volumes)
+                    rows,
+                    self.accelerations,
+                    tables=scorer.tables(),
+                    summary=scorer.summary(n_slices, n_volumes),
+                    sections=[search_loss_table(rows, self.accelerations, self.search_loss), section],
                 )
             )
-        metric, label = scorer.headline()
         plot_dice_vs_acceleration(rows, self.output_dir / scorer.figure, metric=metric, label=label)

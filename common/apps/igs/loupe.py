@@ -26,9 +26,11 @@ from common.apps.igs.objective import (
     network_input,
     network_logits,
 )
+from common.apps.igs.report import plot_loupe_loss
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.functional import check_pe_dim
 from common.transforms.kspace.masks import num_lines, save_line_pattern
+from common.utils.atomic_io import atomic_path
 
 __all__ = [
     "PROB_SLOPE",
@@ -48,6 +50,7 @@ PROB_SLOPE = 5.0  # p = sigmoid(PROB_SLOPE * theta)
 SAMPLE_SLOPE = 200.0  # relaxed mask = sigmoid(SAMPLE_SLOPE * (p_alpha - u))
 CLIP_NORM = 1.0  # gradient-norm clip on theta before every Adam step
 LOSS = "dice_pooled"  # igs_loss name: the authors' batch-pooled soft Dice, as the IGS search's default
+STATE_KEYS = ("fingerprint", "acceleration", "epoch", "theta", "optimizer", "generator", "loss_history", "seconds")
 
 
 def triangle_logits(width: int) -> torch.Tensor:
@@ -135,8 +138,19 @@ class LOUPE:
     Writes ``loupe_<forward_model>_x<R>.npy`` and its JSON sidecar (:func:`~common.transforms.save_line_pattern`:
     ``method="LOUPE"``, ``acceleration``, ``epochs``, ``train_loss`` (mean relaxed loss of the last epoch),
     ``search_loss`` (the loss at the final binary pattern, mean over batches in data order), ``loss_history`` (per
-    epoch), ``theta``, ``search_seconds`` and ``fingerprint``). A rerun skips an acceleration whose file was made with
-    the same fingerprint and refuses one made with other settings.
+    epoch), ``theta``, ``search_seconds`` (all sittings) and ``fingerprint``), and after each pattern
+    ``loupe_<forward_model>_loss.png`` (:func:`~common.apps.igs.plot_loupe_loss`: the relaxed loss per epoch of every
+    acceleration written so far, the binary pattern's loss marked). A rerun skips an acceleration whose file was made
+    with the same fingerprint and refuses one made with other settings.
+
+    Resume: every ``checkpoint_every`` epochs (and after the last) the acceleration's state is written atomically to
+    ``loupe_<forward_model>_x<R>_state.pt`` (``torch.save`` of a dict: ``fingerprint``, ``acceleration``, ``epoch``
+    (epochs done), ``theta`` (float32 CPU ``(W,)`` or ``(C, W)``), ``optimizer`` (Adam's ``state_dict``),
+    ``generator`` (the local generator's ``get_state()``), ``loss_history`` and ``seconds`` (spent on it so far)). A
+    rerun continues an acceleration from its state when made with the same fingerprint, giving the same ``theta`` as
+    an uninterrupted run, and refuses one made with other settings. The state file is deleted once the pattern is
+    written. With ``time_limit``, a run that has passed that many seconds after an epoch saves the state and returns
+    without the patterns not yet written (the same command continues), so 100 epochs can span several sittings.
 
     Args:
         network: segmentation network pretrained on fully sampled images; ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
@@ -161,6 +175,10 @@ class LOUPE:
         normalize: applied to each undersampled image before the network (default per-slice z-score).
         loss: the :func:`~common.apps.igs.igs_loss` name minimised (default the batch-pooled soft Dice; ``"ce"`` for
             classification, ``"l1"`` / ``"ssim"`` / ``"ssim_l1"`` for reconstruction).
+        checkpoint_every: save the resume state every this many epochs (and after the last epoch).
+        time_limit: wall-clock seconds of this run (from :meth:`run`'s start) after which it stops at the end of the
+            epoch in progress, state saved (None: no limit). At least one epoch runs per call; the limit may be passed
+            by one epoch.
     """
 
     def __init__(
@@ -182,6 +200,8 @@ class LOUPE:
         amp: bool | str = False,
         normalize: Normalize | None = zscore_slices,
         loss: str = LOSS,
+        checkpoint_every: int = 1,
+        time_limit: float | None = None,
     ) -> None:
         if not data:
             raise ValueError("LOUPE: expected at least one slice in data, found none")
@@ -195,6 +215,10 @@ class LOUPE:
             raise ValueError(f"lr: expected > 0, found {lr}")
         if not accelerations:
             raise ValueError("accelerations: expected at least one factor, found none")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: expected >= 1, found {checkpoint_every}")
+        if time_limit is not None and not time_limit >= 0:
+            raise ValueError(f"time_limit: expected None or seconds >= 0, found {time_limit}")
         self.pe_dim = check_pe_dim(pe_dim)
         self.network = network
         self.data = data
@@ -216,10 +240,20 @@ class LOUPE:
         self.normalize = normalize
         self.loss_name = loss
         self.loss_fn = igs_loss(loss)
+        self.checkpoint_every = int(checkpoint_every)
+        self.time_limit = None if time_limit is None else float(time_limit)
 
     def pattern_path(self, acceleration: float) -> Path:
         """``<output_dir>/loupe_<forward_model>_x<acceleration>.npy``."""
         return self.output_dir / f"loupe_{self.forward_model}_x{acceleration:g}.npy"
+
+    def state_path(self, acceleration: float) -> Path:
+        """``<output_dir>/loupe_<forward_model>_x<acceleration>_state.pt``: the resume state of one acceleration."""
+        return self.output_dir / f"loupe_{self.forward_model}_x{acceleration:g}_state.pt"
+
+    def loss_figure_path(self) -> Path:
+        """``<output_dir>/loupe_<forward_model>_loss.png``."""
+        return self.output_dir / f"loupe_{self.forward_model}_loss.png"
 
     def fingerprint(self) -> dict[str, Any]:
         """What the patterns are stamped with: network weights, data, and every setting that changes the result
@@ -238,17 +272,44 @@ class LOUPE:
             pe_dim=self.pe_dim,
         )
 
-    def _done(self, acceleration: float, expected: dict[str, Any]) -> bool:
-        """Whether the pattern exists with the ``expected`` fingerprint; raise if it exists with another."""
+    def _written(self, acceleration: float, expected: dict[str, Any]) -> dict[str, Any] | None:
+        """The sidecar of the pattern if it exists with the ``expected`` fingerprint, None if there is none; raise if
+        it exists with another."""
         npy = self.pattern_path(acceleration)
         sidecar = npy.with_suffix(".json")
         if not (npy.is_file() or sidecar.is_file()):
-            return False
-        found = json.loads(sidecar.read_text()).get("fingerprint") if sidecar.is_file() else None
-        check_fingerprint(found, expected, sidecar if sidecar.is_file() else npy)
+            return None
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        check_fingerprint(meta.get("fingerprint"), expected, sidecar if sidecar.is_file() else npy)
         if not npy.is_file():
             raise ValueError(f"{npy}: expected the pattern beside {sidecar.name}, found none; delete the sidecar")
-        return True
+        return meta
+
+    def _load_state(self, acceleration: float, expected: dict[str, Any]) -> dict[str, Any] | None:
+        """The resume state of ``acceleration`` if its file exists (None if not); raise naming the file if it was made
+        with another fingerprint or lacks an entry."""
+        path = self.state_path(acceleration)
+        if not path.is_file():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        check_fingerprint(state.get("fingerprint") if isinstance(state, dict) else None, expected, path)
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(
+                f"{path}: expected a LOUPE state with {list(STATE_KEYS)}, found one without {missing}; delete it to "
+                "learn this acceleration afresh"
+            )
+        if state["acceleration"] != acceleration:
+            raise ValueError(
+                f"{path}: expected the state of acceleration {acceleration:g}, found {state['acceleration']:g}; "
+                "delete it to learn this acceleration afresh"
+            )
+        logger.info("LOUPE x%g: resuming from %s after epoch %d/%d", acceleration, path, state["epoch"], self.epochs)
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.state_path(state["acceleration"])) as tmp:
+            torch.save(state, tmp)
 
     def _cache(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All slices' line spectra complex64 ``(N, C, H, W)`` and labels ``(N, 1, H, W)`` on ``device``."""
@@ -270,18 +331,36 @@ class LOUPE:
         return self.loss_fn(network_logits(self.network, image, self.autocast_dtype), label)
 
     def _optimise(
-        self, acceleration: float, spectra: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, list[float]]:
-        """Train ``theta`` for one acceleration; returns the final logits and the mean loss of every epoch."""
+        self,
+        acceleration: float,
+        spectra: torch.Tensor,
+        labels: torch.Tensor,
+        fingerprint: dict[str, Any],
+        state: dict[str, Any] | None,
+        deadline: float | None,
+    ) -> dict[str, Any]:
+        """Train ``theta`` for one acceleration, from the start or from a resume ``state``, to the last epoch or to
+        the end of the first epoch after ``time.perf_counter()`` passed ``deadline``; saves the state as the class
+        docstring says and returns the last one (its ``epoch``: the epochs done)."""
+        t0 = time.perf_counter()
         alpha = 1.0 / acceleration
-        generator = torch.Generator().manual_seed(self.seed)
         rows = self.channels if self.per_channel else 1
         theta0 = triangle_logits(self.width).repeat(rows, 1)
         theta = nn.Parameter((theta0 if self.per_channel else theta0[0]).to(self.device))
         optimizer = torch.optim.Adam([theta], lr=self.lr, weight_decay=0.0)
+        generator = torch.Generator().manual_seed(self.seed)
+        if state is not None:
+            with torch.no_grad():
+                theta.copy_(state["theta"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+        first = 0 if state is None else state["epoch"]
+        history = [] if state is None else list(state["loss_history"])
+        before = 0.0 if state is None else state["seconds"]  # spent in earlier sittings
         n = spectra.shape[0]
-        history = []
-        bar = tqdm(range(self.epochs), desc=f"LOUPE x{acceleration:g}", disable=None)
+        bar = tqdm(
+            range(first, self.epochs), initial=first, total=self.epochs, desc=f"LOUPE x{acceleration:g}", disable=None
+        )
         for epoch in bar:
             order = torch.randperm(n, generator=generator)
             total = torch.zeros((), device=self.device)
@@ -304,23 +383,44 @@ class LOUPE:
                 logger.info(
                     "LOUPE x%g: epoch %d/%d, relaxed loss %.4f", acceleration, epoch + 1, self.epochs, history[-1]
                 )
+            stop = deadline is not None and time.perf_counter() >= deadline
+            if stop or (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs:
+                state = {
+                    "fingerprint": fingerprint,
+                    "acceleration": acceleration,
+                    "epoch": epoch + 1,
+                    "theta": theta.detach().cpu().clone(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "loss_history": list(history),
+                    "seconds": before + time.perf_counter() - t0,
+                }
+                self._save_state(state)
+            if stop:
+                break
         bar.close()
-        return theta.detach(), history
+        return state
 
     def run(self) -> dict[float, Path]:
-        """Learn (or keep) the pattern of every acceleration; returns ``{acceleration: path of the .npy pattern}``."""
+        """Learn (or keep) the pattern of every acceleration; returns ``{acceleration: path of the .npy pattern}`` of
+        those written, all of them unless ``time_limit`` stopped the run (logged)."""
+        deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
         self.network.eval().to(self.device)
         for p in self.network.parameters():
             p.requires_grad_(False)
         expected = self.fingerprint()
         written: dict[float, Path] = {}
-        todo = []
+        histories: dict[float, list[float]] = {}
+        search_losses: dict[float, float] = {}
+        todo: dict[float, dict[str, Any] | None] = {}  # acceleration -> its resume state (None: start afresh)
         for acc in self.budgets:
-            if self._done(acc, expected):
-                logger.info("LOUPE x%g: %s made with the same settings exists, skipped", acc, self.pattern_path(acc))
-                written[acc] = self.pattern_path(acc)
-            else:
-                todo.append(acc)
+            meta = self._written(acc, expected)
+            if meta is None:
+                todo[acc] = self._load_state(acc, expected)
+                continue
+            logger.info("LOUPE x%g: %s made with the same settings exists, skipped", acc, self.pattern_path(acc))
+            written[acc] = self.pattern_path(acc)
+            histories[acc], search_losses[acc] = meta["loss_history"], meta["search_loss"]
         if not todo:
             return written
         t0 = time.perf_counter()
@@ -333,15 +433,28 @@ class LOUPE:
             {a: self.budgets[a] for a in todo},
             time.perf_counter() - t0,
         )
-        for acc in todo:
+        for acc, state in todo.items():
+            state = self._optimise(acc, spectra, labels, expected, state, deadline)
+            if state["epoch"] < self.epochs:
+                logger.warning(
+                    "LOUPE: time limit of %g s passed; x%g stopped after epoch %d/%d, state saved to %s; patterns not "
+                    "written yet: %s. Run the same command again to continue.",
+                    self.time_limit,
+                    acc,
+                    state["epoch"],
+                    self.epochs,
+                    self.state_path(acc),
+                    ", ".join(f"x{a:g}" for a in self.budgets if a not in written),
+                )
+                break
             t0 = time.perf_counter()
-            theta, history = self._optimise(acc, spectra, labels)
+            theta, history = state["theta"], state["loss_history"]
             mask, orders = top_lines(theta, self.budgets[acc])
             batches = list(zip(spectra.split(self.batch_size), labels.split(self.batch_size)))
             search_loss = mask_loss(  # mean batch loss of the binary pattern over all slices in data order
                 self.network, batches, mask.to(self.device), self.loss_fn, self.pe_dim, self.amp, self.normalize
             )
-            seconds = time.perf_counter() - t0
+            seconds = state["seconds"] + time.perf_counter() - t0  # every sitting's epochs and this evaluation
             written[acc] = save_line_pattern(
                 self.pattern_path(acc),
                 mask,
@@ -359,10 +472,13 @@ class LOUPE:
                 train_loss=history[-1],
                 search_loss=search_loss,
                 loss_history=history,
-                theta=theta.cpu().tolist(),
+                theta=theta.tolist(),
                 search_seconds=round(seconds, 3),
                 fingerprint=expected,
             )
+            self.state_path(acc).unlink()
+            histories[acc], search_losses[acc] = history, search_loss
+            plot_loupe_loss(histories, search_losses, self.loss_figure_path())
             logger.info(
                 "LOUPE x%g: %d lines, loss %.4f at the binary pattern, %.1f s -> %s",
                 acc,
@@ -371,4 +487,4 @@ class LOUPE:
                 seconds,
                 written[acc],
             )
-        return {a: written[a] for a in self.budgets}
+        return {a: written[a] for a in self.budgets if a in written}

@@ -15,7 +15,7 @@ from torch import nn
 
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.functional import line_spectrum, undersample_lines
-from common.transforms.kspace.phase import apply_phase, phase_seed, smooth_phase
+from common.transforms.kspace.phase import FORWARD_MODELS, apply_phase, check_forward_model, phase_seed, smooth_phase
 
 __all__ = [
     "FP16_LOSS_SCALE",
@@ -53,8 +53,6 @@ LOSSES = ("dice", "dice_pooled", "dice_ce", "ce", "l1", "ssim", "ssim_l1")
 
 SSIM_L1_WEIGHT = 0.84
 """Weight of the SSIM term of ``"ssim_l1"`` (the L1 term gets the rest), as the authors' later code."""
-
-FORWARD_MODELS = ("magnitude", "phase")
 
 
 class SliceCrossEntropy(nn.Module):
@@ -141,8 +139,7 @@ def cache_line_spectra(
     same phase for every pattern, so every pattern sees the same data). Full sampling gives the magnitude image
     under both models.
     """
-    if forward_model not in FORWARD_MODELS:
-        raise ValueError(f"forward_model: expected one of {FORWARD_MODELS}, found '{forward_model}'")
+    check_forward_model(forward_model)
     batches = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]

@@ -18,7 +18,9 @@ __all__ = [
     "mean_sd",
     "format_mean_sd",
     "markdown_table",
+    "search_loss_table",
     "plot_dice_vs_acceleration",
+    "plot_loupe_loss",
 ]
 
 
@@ -28,15 +30,19 @@ def plot_igs_search(
     width: int,
     budgets: Sequence[tuple[int, float]],
     path: str | Path,
+    kept: Mapping[int, Sequence[int]] | None = None,
 ) -> Path:
-    """Figure of the learned patterns (one row per acceleration), the order lines were added in, and the loss."""
+    """Figure of the learned patterns (one row per acceleration), the order lines were added in, and the loss.
+
+    ``kept``: the lines of the pattern kept at each budget (line count), when they are not the first ``budget``
+    lines of ``order`` (a swap-refined or non-nested search)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15, 4))
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 2, 1.4]})
     rows = np.zeros((len(budgets), width))
     for r, (budget, _) in enumerate(budgets):
-        rows[r, list(order[:budget])] = 1
+        rows[r, list(kept[budget] if kept is not None else order[:budget])] = 1
     axes[0].imshow(rows, aspect="auto", cmap="gray_r", interpolation="nearest")
     axes[0].set_yticks(range(len(budgets)), [f"x{a:g} ({b} lines)" for b, a in budgets])
     axes[0].set_xlabel("phase-encoding line (k-space centre at %d)" % (width // 2))
@@ -142,6 +148,7 @@ def markdown_table(
     accelerations: Sequence[int],
     tables: Sequence[tuple[str, str, int]],
     summary: str,
+    sections: Sequence[str] = (),
 ) -> str:
     """Markdown of the pattern comparison rows (:class:`~common.apps.igs.PatternComparison`, one per forward model,
     protocol, pattern, acceleration and seed).
@@ -151,8 +158,9 @@ def markdown_table(
     ``(row key, title, digits)`` (e.g. the task's Dice, HD95 and ASSD, or its AUC and accuracy) by pattern and
     acceleration with full sampling as a reference row; a ``mean_fg`` cell also gives ``mean`` (Dice incl.
     background) in brackets. A pattern with several rows (seeds) shows mean +- sample sd over them (``ddof=1``) and
-    the column ``seeds`` says how many. Then the empty-mask counts (when the rows have them) and every row as it is
-    in the CSV.
+    the column ``seeds`` says how many. Then the markdown ``sections`` (e.g. the paired intervals of
+    :func:`~common.apps.igs.intervals_markdown`), the empty-mask counts (when the rows have them) and every row as it
+    is in the CSV.
     """
     groups = _groups(rows)
     models = list(dict.fromkeys(k[0] for k in groups))
@@ -209,6 +217,7 @@ def markdown_table(
                         f"| {protocol} | full (x1) | {len(full)} | " + " | ".join(cell for _ in accelerations) + " |"
                     )
             out.append("")
+    out += [section.rstrip("\n") + "\n" for section in sections]
     if "surface_missed" in rows[0]:
         missed = sum(r["surface_missed"] for r in rows)
         spurious = sum(r["surface_spurious"] for r in rows)
@@ -221,6 +230,28 @@ def markdown_table(
     keys = list(rows[0])
     out += ["**All rows** (one per seed)", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     out += ["| " + " | ".join(_text(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def search_loss_table(rows: Sequence[dict], accelerations: Sequence[int], loss: str | None) -> str:
+    """Markdown of each pattern's search loss on the training slices (row key ``search_loss``) per forward model,
+    pattern and acceleration (seeded patterns: mean +- sample sd over their seeds), so that a learned pattern can be
+    checked against the baselines on the objective it was searched with; ``""`` when the rows have none."""
+    if not rows or "search_loss" not in rows[0]:
+        return ""
+    protocol = rows[0]["protocol"]  # a pattern's mask, and so its search loss, is the same under every protocol
+    groups = {k: g for k, g in _groups(rows).items() if k[1] == protocol}
+    out = [
+        f"**Search loss** (`{loss}` of the frozen network on the training slices under the training phases, as the "
+        "searches minimise it; lower is better)",
+        "",
+        "| forward model | pattern | " + " | ".join(f"x{a}" for a in accelerations) + " |",
+        "|" + "---|" * (2 + len(accelerations)),
+    ]
+    for model in dict.fromkeys(k[0] for k in groups):
+        for pattern in dict.fromkeys(k[2] for k in groups if k[0] == model and k[2] != "full"):
+            cells = [_cell(groups.get((model, protocol, pattern, a), []), "search_loss", 4) for a in accelerations]
+            out.append(f"| {model} | {pattern} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -282,5 +313,45 @@ def plot_dice_vs_acceleration(
             ax.set_ylabel(label)
             ax.set_title(f"{model + ' model, ' if model else ''}{protocol} network")
             ax.legend(fontsize="small")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_loupe_loss(
+    histories: Mapping[float, Sequence[float]], search_losses: Mapping[float, float], path: str | Path
+) -> Path:
+    """LOUPE's relaxed training loss per epoch, one line per acceleration, and the loss at the final binary pattern
+    (``search_loss``) as a star at the last epoch (PNG).
+
+    Args:
+        histories: ``{acceleration: mean relaxed loss of every epoch}`` (at least one epoch each).
+        search_losses: ``{acceleration: loss at the binary pattern}`` for some or all of the accelerations of
+            ``histories``.
+        path: where the PNG goes.
+    """
+    from matplotlib.figure import Figure
+
+    if not histories or not all(len(h) for h in histories.values()):
+        lengths = {float(a): len(h) for a, h in histories.items()}
+        raise ValueError(f"histories: expected one or more accelerations with >= 1 epoch each, found {lengths}")
+    extra = sorted(set(map(float, search_losses)) - set(map(float, histories)))
+    if extra:
+        raise ValueError(
+            f"search_losses: expected accelerations of histories {sorted(map(float, histories))}, found also {extra}"
+        )
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for acc in sorted(histories, reverse=True):
+        history = list(histories[acc])
+        epochs = np.arange(1, len(history) + 1)
+        (line,) = ax.plot(epochs, history, label=f"x{acc:g} relaxed")
+        if acc in search_losses:
+            ax.plot(epochs[-1], search_losses[acc], marker="*", markersize=12, color=line.get_color(), linestyle="none")
+    if search_losses:
+        ax.plot([], [], marker="*", color="k", linestyle="none", label="binary pattern")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (training slices)")
+    ax.set_title("LOUPE")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return save_figure(fig, path)

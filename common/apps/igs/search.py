@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.apps.igs.fingerprint import acquisition_settings, check_fingerprint, search_fingerprint
+from common.apps.igs.comparison import CENTER_FRACTIONS, learned_pattern_file
+from common.apps.igs.fingerprint import acquisition_settings, check_fingerprint, search_fingerprint, weights_digest
 from common.apps.igs.objective import (
     FORWARD_MODELS,
     Batches,
@@ -31,11 +32,13 @@ from common.apps.igs.objective import (
 )
 from common.apps.igs.report import plot_channel_patterns, plot_igs_search
 from common.transforms.intensity.array import zscore_slices
-from common.transforms.kspace.masks import line_mask, num_lines, save_line_pattern
+from common.transforms.kspace.masks import line_mask, load_line_pattern, num_lines, save_line_pattern
 from common.utils.atomic_io import atomic_path
 
 __all__ = [
     "STARTS",
+    "GUARDS",
+    "REFINE_MODES",
     "IterativeGradientSampling",
 ]
 
@@ -43,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 
 STARTS = ("center", "center_block", "one_sided")
+
+GUARDS = ("center", "one_sided", "equispaced", "random", "loupe")
+"""Patterns a search result may be checked against at each budget (``loupe``: LOUPE's pattern in ``output_dir``)."""
+
+REFINE_MODES = ("none", "nested", "per_budget")
 
 
 class IterativeGradientSampling:
@@ -56,10 +64,28 @@ class IterativeGradientSampling:
     state is saved after every step; a new run with the same ``output_dir`` continues from it if it was made with
     the same network weights, data and search settings (its ``fingerprint``), and refuses it otherwise.
 
+    Never beaten on its own objective (``guards`` and ``refine``): when the growth reaches a budget, the search loss
+    over all of ``data`` of the grown pattern is compared with that of each guard pattern at the same budget (the
+    symmetric and one-sided centre blocks, fastMRI-style equispaced and random patterns drawn with ``guard_seeds``,
+    LOUPE's pattern of this network and forward model where it exists in ``output_dir`` when the budget is reached:
+    the sidecar's ``guard_losses`` name the guards used). With ``refine`` other than
+    ``"none"`` the grown pattern is then improved by swaps: each swap step computes ``dLoss/dm`` once at the current
+    pattern, ranks the (selected line out, unselected line in) pairs by the first-order change ``g_in - g_out`` and
+    re-scores the best ``swap_candidates`` of them by the actual loss; the best is taken only if it lowers the loss,
+    so a swap never makes the pattern worse. Up to ``max_swaps`` swaps per budget. ``"nested"`` swaps only the lines
+    added since the previous budget (the x16 lines stay inside the x8 pattern, and so on); ``"per_budget"`` may swap
+    any line. The best guard is refined the same way (it may swap any line) at the first budget, in ``"per_budget"``
+    mode, and whenever it beats the refined search; the pattern kept at a budget is the one of lowest loss, so the
+    returned pattern's loss is never above a guard's. A guard that wins a budget under ``"nested"`` breaks the
+    nesting there: the sidecar says so (``nested``: whether the pattern holds the previous budget's lines).
+
     Outputs in ``output_dir``, named after ``name`` and ``forward_model`` so that searches live side by side:
     ``<name>_<forward_model>_x<acc>.npy`` + ``.json`` (:func:`~common.transforms.save_line_pattern`; the sidecar also
-    holds ``fingerprint``, ``forward_model``, ``loss``, ``search_loss`` and ``search_seconds``: wall-clock seconds
-    spent until the pattern's line count was reached, the k-space caching and earlier resumed runs included),
+    holds ``fingerprint``, ``forward_model``, ``loss``, ``search_loss`` (over all of ``data``, at the pattern),
+    ``source`` (``"search"``, or ``"guard:<name>"`` when a refined guard was best), ``nested``, ``swaps``,
+    ``guard_losses`` (each guard's search loss at the budget, seeded ones as ``<name>_seed<s>``) and
+    ``search_seconds``: wall-clock seconds spent until the pattern was final, the k-space caching and earlier
+    resumed runs included),
     ``<name>_<forward_model>_state.json`` and ``<name>_<forward_model>_search.png``.
 
     Args:
@@ -86,6 +112,12 @@ class IterativeGradientSampling:
         subset_fraction: each step's gradient from ``round(subset_fraction * len(data))`` slices drawn afresh per
             step (seeded by ``subset_seed`` and the line count, so a resumed search draws the same); 1 uses all.
         tie_rtol: relative tolerance of :func:`rank_lines`.
+        guards: names from :data:`GUARDS` the pattern must not lose to at each budget (empty: none, the paper's).
+        guard_seeds: the draws of the equispaced and random guards.
+        center_fractions: centre fraction per acceleration of the equispaced and random guards (fastMRI's).
+        refine: ``"none"`` (the paper's greedy growth), ``"nested"`` or ``"per_budget"`` swap refinement.
+        swap_candidates: (out, in) pairs re-scored by their loss per swap step (per pattern row).
+        max_swaps: swaps per budget and refined pattern.
         per_channel: one pattern per input channel (``(C, W)``), each channel adding its own lines; with two or more
             channels the run also draws them all (``<name>_<forward_model>_channels.png``).
         channel_names: the ``C`` channel names that figure's rows show (None: ``channel 0`` ...).
@@ -118,6 +150,12 @@ class IterativeGradientSampling:
         subset_fraction: float = 1.0,
         subset_seed: int = 0,
         tie_rtol: float = 1e-4,
+        guards: Sequence[str] = (),
+        guard_seeds: Sequence[int] = (0, 1, 2, 3, 4),
+        center_fractions: Mapping[float, float] | None = None,
+        refine: str = "none",
+        swap_candidates: int = 8,
+        max_swaps: int = 32,
         per_channel: bool = False,
         channel_names: Sequence[str] | None = None,
         pe_dim: int = -1,
@@ -145,6 +183,14 @@ class IterativeGradientSampling:
             raise ValueError(f"tie_rtol: expected >= 0, found {tie_rtol}")
         if forward_model not in FORWARD_MODELS:
             raise ValueError(f"forward_model: expected one of {', '.join(FORWARD_MODELS)}, found '{forward_model}'")
+        if set(guards) - set(GUARDS) or len(set(guards)) != len(guards):
+            raise ValueError(f"guards: expected distinct names from {', '.join(GUARDS)}, found {list(guards)}")
+        if refine not in REFINE_MODES:
+            raise ValueError(f"refine: expected one of {', '.join(REFINE_MODES)}, found '{refine}'")
+        if swap_candidates < 1 or max_swaps < 0:
+            raise ValueError(
+                f"swap_candidates, max_swaps: expected >= 1 and >= 0, found {swap_candidates} and {max_swaps}"
+            )
         if isinstance(start, str) and start not in STARTS:
             raise ValueError(f"start: expected one of {', '.join(STARTS)} or a 0/1 mask, found '{start}'")
         if batch_size < 1:
@@ -168,6 +214,12 @@ class IterativeGradientSampling:
         self.lookahead = int(lookahead)
         self.subset_fraction, self.subset_seed = float(subset_fraction), int(subset_seed)
         self.tie_rtol = float(tie_rtol)
+        self.guards, self.guard_seeds = list(guards), [int(x) for x in guard_seeds]
+        self.center_fractions = {float(k): float(v) for k, v in (center_fractions or CENTER_FRACTIONS).items()}
+        missing = [a for _, a in self.budgets if a not in self.center_fractions]
+        if missing and {"equispaced", "random"} & set(self.guards):
+            raise ValueError(f"center_fractions: expected an entry for accelerations {missing}, found none")
+        self.refine, self.swap_candidates, self.max_swaps = refine, int(swap_candidates), int(max_swaps)
         self.per_channel = per_channel
         self.channel_names = channel_names
         self.pe_dim = pe_dim
@@ -209,6 +261,12 @@ class IterativeGradientSampling:
             lookahead=self.lookahead,
             subset={"fraction": self.subset_fraction, "seed": self.subset_seed},
             tie_rtol=self.tie_rtol,
+            guards={
+                "names": self.guards,
+                "seeds": self.guard_seeds,
+                "center_fractions": {f"{a:g}": f for a, f in sorted(self.center_fractions.items())},
+            },
+            refine={"mode": self.refine, "swap_candidates": self.swap_candidates, "max_swaps": self.max_swaps},
             per_channel=self.per_channel,
             pe_dim=self.pe_dim,
         )
@@ -263,27 +321,135 @@ class IterativeGradientSampling:
         logger.debug("IGS lookahead: %s", losses)
         return pick_ties(losses, k, self.tie_rtol, candidates.index)
 
+    def _rows(self, lines: Sequence[int] | torch.Tensor) -> list[list[int]]:
+        """Every pattern row's lines in acquisition order (``|f|`` from the centre, then the ``+f`` side), from a
+        ``(W,)`` or ``(C, W)`` mask (a ``(W,)`` mask is every row's)."""
+        mask = torch.as_tensor(lines).reshape(-1, self.width)
+        n_rows = self.channels if self.per_channel else 1
+        centre = self.width // 2
+        return [
+            sorted(
+                mask[min(r, len(mask) - 1)].nonzero().flatten().tolist(), key=lambda i: (abs(i - centre), i < centre)
+            )
+            for r in range(n_rows)
+        ]
+
+    def _guard_orders(self, budget: int, acc: float) -> dict[str, list[list[int]]]:
+        """The guard patterns at one budget, ``{name: lines per row}`` (``<name>_seed<s>`` for the seeded ones);
+        LOUPE's only where its file in ``output_dir`` was made from this network's weights and forward model."""
+        out = {}
+        for name in self.guards:
+            if name == "loupe":
+                path = learned_pattern_file(self.output_dir, "loupe", self.forward_model, acc)
+                sidecar = path.with_suffix(".json")
+                if not (path.is_file() and sidecar.is_file()):
+                    continue
+                made = json.loads(sidecar.read_text()).get("fingerprint") or {}
+                if (
+                    made.get("weights") != weights_digest(self.network)
+                    or made.get("forward_model") != self.forward_model
+                ):
+                    logger.info("IGS: %s was made from other weights or another forward model, not a guard", path)
+                    continue
+                out[name] = self._rows(load_line_pattern(path, width=self.width))
+            elif name in ("equispaced", "random"):
+                for seed in self.guard_seeds:
+                    mask = line_mask(name, self.width, acc, self.center_fractions[float(acc)], seed=seed)
+                    out[f"{name}_seed{seed}"] = self._rows(mask)
+            else:
+                out[name] = self._rows(line_mask(name, self.width, acc))
+        bad = {k: [len(r) for r in v] for k, v in out.items() if any(len(r) != budget for r in v)}
+        if bad:
+            raise ValueError(f"guards at x{acc:g}: expected {budget} lines per pattern row, found {bad}")
+        return out
+
+    def _swap(
+        self, orders: list[list[int]], fixed: int, loss: float, batches: Batches
+    ) -> tuple[list[list[int]], float, int]:
+        """Improve ``orders`` by loss-lowering swaps (the first ``fixed`` lines of each row stay); returns the
+        orders, their loss over ``batches`` and the number of swaps made."""
+        settings = self._settings()
+        swaps = 0
+        while swaps < self.max_swaps:
+            grad, _ = mask_gradient(self.network, batches, self._mask(orders), self.loss_fn, *settings)
+            grad = grad.reshape(len(orders), self.width).cpu().double()
+            best: tuple[float, list[list[int]]] | None = None
+            for row, order in enumerate(orders):
+                outs = sorted(order[fixed:], key=lambda i: -float(grad[row, i]))[: self.swap_candidates]
+                ins = rank_lines(grad[row], order, self.swap_candidates, self.tie_rtol)
+                pairs = sorted((float(grad[row, j] - grad[row, i]), i, j) for i in outs for j in ins)
+                for _, out_line, in_line in pairs[: self.swap_candidates]:
+                    trial = [list(o) for o in orders]
+                    trial[row].remove(out_line)
+                    trial[row].append(in_line)
+                    value = mask_loss(self.network, batches, self._mask(trial), self.loss_fn, *settings)
+                    if value < (loss if best is None else best[0]) - 1e-7:
+                        best = (value, trial)
+            if best is None:
+                break
+            loss, orders = best
+            swaps += 1
+            logger.info("IGS: swap %d at %d lines, search loss %.4f", swaps, len(orders[0]), loss)
+        return orders, loss, swaps
+
+    def _finalise(
+        self, orders: list[list[int]], budget: int, acc: float, previous: list[list[int]] | None, batches: Batches
+    ) -> dict[str, Any]:
+        """The pattern kept at ``budget``: the grown ``orders`` refined, or a refined guard of lower loss (see the
+        class docstring); ``previous`` is the pattern kept at the previous budget (None at the first)."""
+        settings = self._settings()
+        loss = mask_loss(self.network, batches, self._mask(orders), self.loss_fn, *settings)
+        guards = self._guard_orders(budget, acc)
+        guard_losses = {
+            name: mask_loss(self.network, batches, self._mask(rows), self.loss_fn, *settings)
+            for name, rows in guards.items()
+        }
+        swaps, source = 0, "search"
+        if self.refine != "none":
+            fixed = len(previous[0]) if self.refine == "nested" and previous is not None else 0
+            orders, loss, swaps = self._swap(orders, fixed, loss, batches)
+        if guard_losses:
+            name = min(guard_losses, key=lambda k: (guard_losses[k], k))
+            g_orders, g_loss, g_swaps = guards[name], guard_losses[name], 0
+            if self.refine != "none" and (previous is None or self.refine == "per_budget" or g_loss < loss):
+                g_orders, g_loss, g_swaps = self._swap(g_orders, 0, g_loss, batches)
+            if g_loss < loss:
+                orders, loss, swaps, source = g_orders, g_loss, g_swaps, f"guard:{name}"
+                logger.info("IGS x%g: the %s pattern (refined) has the lower search loss, %.4f; kept", acc, name, loss)
+        nested = previous is None or all(set(p) <= set(o) for p, o in zip(previous, orders))
+        return {
+            "orders": orders,
+            "loss": loss,
+            "source": source,
+            "nested": nested,
+            "swaps": swaps,
+            "guard_losses": guard_losses,
+        }
+
     def _write_patterns(self, state: dict[str, Any]) -> dict[float, Path]:
-        orders = state["orders"]
-        loss_at = {int(n): loss for n, loss in state["history"]}
         written = {}
         for budget, acc in self.budgets:
-            if len(orders[0]) < budget:
+            final = state["final"].get(str(budget))
+            if final is None:
                 continue
-            seconds = next((s for n, s in state["seconds"] if n >= budget), None)
+            orders = final["orders"]
             written[acc] = save_line_pattern(
                 self.output_dir / f"{self.prefix}_x{acc:g}",
-                self._mask(orders, budget).cpu(),
-                order=orders[0][:budget] if not self.per_channel else None,
-                orders=[o[:budget] for o in orders],
+                self._mask(orders).cpu(),
+                order=orders[0] if not self.per_channel else None,
+                orders=orders,
                 acceleration=acc,
                 axis=self.pe_dim,
                 per_channel=self.per_channel,
                 method="IGS",
                 forward_model=self.forward_model,
                 loss=self.loss_name,
-                search_loss=loss_at.get(budget),
-                search_seconds=seconds,
+                search_loss=final["loss"],
+                source=final["source"],
+                nested=final["nested"],
+                swaps=final["swaps"],
+                guard_losses=final["guard_losses"],
+                search_seconds=final["seconds"],
                 fingerprint=state["fingerprint"],
             )
         return written
@@ -304,8 +470,9 @@ class IterativeGradientSampling:
             "orders": orders,
             "history": [],
             "seconds": [[len(orders[0]), 0.0]],  # [line count, search seconds when it was reached]
+            "final": {},  # per budget (as text): the pattern kept there and how it was chosen
         }
-        orders, history, seconds = state["orders"], state["history"], state["seconds"]
+        orders, history, seconds, final = state["orders"], state["history"], state["seconds"], state["final"]
         before = seconds[-1][1] if seconds else 0.0  # search time of earlier runs
         target = self.budgets[-1][0]
         batches = cache_line_spectra(
@@ -327,32 +494,43 @@ class IterativeGradientSampling:
         )
         settings = self._settings()
         bar = tqdm(total=target, initial=len(orders[0]), desc="IGS lines", disable=None)
-        while len(orders[0]) < target:
-            count = len(orders[0])
-            next_budget = min(b for b, _ in self.budgets if b > count)
-            step = self._step_batches(flat, batches, count)
-            grad, loss = mask_gradient(self.network, step, self._mask(orders, count), self.loss_fn, *settings)
-            history.append([count, loss])
-            grad = grad.reshape(len(orders), self.width).cpu()
-            k = min(1 if count < self.exact_lines else self.lines_per_iteration, next_budget - count)
-            current = [list(o) for o in orders]  # every row's lines are chosen at the same mask
-            for row, order in enumerate(orders):
-                ranked = rank_lines(grad[row], order, max(k, self.lookahead), self.tie_rtol)
-                order += self._lookahead(current, row, ranked, k, step) if self.lookahead else ranked[:k]
-            seconds.append([len(orders[0]), before + time.perf_counter() - t0])
+        previous = None
+        for budget, acc in self.budgets:
+            if str(budget) in final:
+                previous = orders = final[str(budget)]["orders"]
+                continue
+            while len(orders[0]) < budget:
+                count = len(orders[0])
+                step = self._step_batches(flat, batches, count)
+                grad, loss = mask_gradient(self.network, step, self._mask(orders, count), self.loss_fn, *settings)
+                history.append([count, loss])
+                grad = grad.reshape(len(orders), self.width).cpu()
+                k = min(1 if count < self.exact_lines else self.lines_per_iteration, budget - count)
+                current = [list(o) for o in orders]  # every row's lines are chosen at the same mask
+                for row, order in enumerate(orders):
+                    ranked = rank_lines(grad[row], order, max(k, self.lookahead), self.tie_rtol)
+                    order += self._lookahead(current, row, ranked, k, step) if self.lookahead else ranked[:k]
+                seconds.append([len(orders[0]), before + time.perf_counter() - t0])
+                self._save_state(state)
+                bar.update(k)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                logger.info("IGS: %d/%d lines, search loss %.4f at %d lines", len(orders[0]), target, loss, count)
+            kept = self._finalise(orders, budget, acc, previous, batches)
+            history.append([budget, kept["loss"]])
+            kept["seconds"] = before + time.perf_counter() - t0
+            seconds.append([budget, kept["seconds"]])
+            final[str(budget)] = kept
+            previous = orders = state["orders"] = [list(o) for o in kept["orders"]]
             self._save_state(state)
-            bar.update(k)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            logger.info("IGS: %d/%d lines, search loss %.4f at %d lines", len(orders[0]), target, loss, count)
+            logger.info("IGS x%g: search loss %.4f (%s, %d swaps)", acc, kept["loss"], kept["source"], kept["swaps"])
         bar.close()
-        if not history or history[-1][0] < target:  # the loss at the final pattern (over all slices)
-            loss = mask_loss(self.network, batches, self._mask(orders, target), self.loss_fn, *settings)
-            history.append([target, loss])
-            self._save_state(state)
         written = self._write_patterns(state)
-        plot_igs_search(orders[0], history, self.width, self.budgets, self.output_dir / f"{self.prefix}_search.png")
+        kept_lines = {budget: final[str(budget)]["orders"][0] for budget, _ in self.budgets}
+        plot_igs_search(
+            orders[0], history, self.width, self.budgets, self.output_dir / f"{self.prefix}_search.png", kept_lines
+        )
         if len(orders) > 1:
-            masks = {acc: self._mask(orders, budget) for budget, acc in self.budgets}
+            masks = {acc: self._mask(final[str(budget)]["orders"]) for budget, acc in self.budgets}
             plot_channel_patterns(masks, self.output_dir / f"{self.prefix}_channels.png", self.channel_names)
         logger.info("IGS search done in %.1f s: %s", time.perf_counter() - t0, {a: str(p) for a, p in written.items()})
         return written

@@ -94,7 +94,8 @@ class SegmentationScores:
         return predict_slices(network, batches, mask, pe_dim, amp)
 
     def score(self, pred: torch.Tensor, label: torch.Tensor, items: Sequence[dict]) -> tuple[dict, Any]:
-        """The row's metrics and the per-volume values ``(dice (V, K), surface distances)``."""
+        """The row's metrics and the per-volume values ``(dice (V, K), scored dice (V, S), surface distances)``,
+        volumes in sorted ``patient/phase`` order."""
         volumes = [f"{d.get('patient', '')}/{d.get('phase', '')}" for d in items]
         regions = list(self.regions.values())
         dice = pooled_dice(pred, label, volumes, len(self.class_names))
@@ -112,7 +113,7 @@ class SegmentationScores:
             row[f"{key}_mean_fg"] = float(nanmean(summary[key]))
         row["surface_missed"] = int(summary["missed"].sum())
         row["surface_spurious"] = int(summary["spurious"].sum())
-        return row, (dice, surface)
+        return row, (dice, scored, surface)
 
     def summary(self, n_slices: int, n_volumes: int) -> str:
         return f"Test set: {n_volumes} volumes ({n_slices} slices). Scores per volume, averaged over volumes."
@@ -130,16 +131,31 @@ class SegmentationScores:
         """The row key the figure plots against acceleration, and its axis label."""
         return "mean_fg", f"Dice (mean over {', '.join(self.scored)})"
 
+    def volume_headline(self, runs: Sequence[str], details: Sequence[Any], items: Sequence[dict]) -> dict[str, float]:
+        """The headline per run and volume, ``{"<run>/<patient>/<phase>": Dice}``: each volume's NaN-aware mean
+        over the scored structures (its ``mean_fg``; NaN where every structure is absent from the volume), the
+        values :class:`~common.apps.igs.PatternComparison` pairs by volume."""
+        names = sorted({f"{d.get('patient', '')}/{d.get('phase', '')}" for d in items})
+        return {
+            f"{run}/{name}": float(v)
+            for run, (_, scored, _) in zip(runs, details)
+            for name, v in zip(names, nanmean(scored, axis=1))
+        }
+
     def write_details(self, output_dir: Path, runs: Sequence[str], details: Sequence[Any], items: Sequence[dict]):
-        """Per-volume values with MONAI's ``write_metrics_reports`` (``pattern_comparison_{dice,hd95,assd}_raw.csv``,
-        a line per run and volume, a column per class or structure plus their mean); it writes with plain
-        ``open()``, so into a temporary folder first, then each file is moved into place in one rename."""
+        """Per-volume values with MONAI's ``write_metrics_reports``, a line per run and volume, a column per class or
+        structure plus their NaN-aware mean: ``pattern_comparison_dice_raw.csv`` (the classes),
+        ``pattern_comparison_dice_fg_raw.csv`` (the scored structures: its ``mean`` is the volume's ``mean_fg``, as
+        :meth:`volume_headline` to 4 decimals), ``pattern_comparison_{hd95,assd}_raw.csv`` (the scored structures);
+        MONAI writes with plain ``open()``, so into a temporary folder first, then each file is moved into place in
+        one rename."""
         names = sorted({f"{d.get('patient', '')}/{d.get('phase', '')}" for d in items})
         lines = [f"{run}/{name}" for run in runs for name in names]
         values = {
-            "pattern_comparison_dice": (np.concatenate([d for d, _ in details]), self.class_names),
-            "pattern_comparison_hd95": (np.concatenate([s.hd95 for _, s in details]), self.scored),
-            "pattern_comparison_assd": (np.concatenate([s.assd for _, s in details]), self.scored),
+            "pattern_comparison_dice": (np.concatenate([d for d, _, _ in details]), self.class_names),
+            "pattern_comparison_dice_fg": (np.concatenate([f for _, f, _ in details]), self.scored),
+            "pattern_comparison_hd95": (np.concatenate([s.hd95 for _, _, s in details]), self.scored),
+            "pattern_comparison_assd": (np.concatenate([s.assd for _, _, s in details]), self.scored),
         }
         with tempfile.TemporaryDirectory(dir=output_dir, prefix=".per_volume.") as tmp:
             with warnings.catch_warnings():
@@ -196,6 +212,9 @@ class ClassificationScores:
     def headline(self) -> tuple[str, str]:
         return "auc", "ROC AUC (tumour per slice)"
 
+    def volume_headline(self, runs: Sequence[str], details: Sequence[Any], items: Sequence[dict]) -> None:
+        """None: the scores are over all test slices, with no value per volume to pair."""
+
     def write_details(self, output_dir: Path, runs: Sequence[str], details: Sequence[Any], items: Sequence[dict]):
         """Nothing per volume: the scores are over slices."""
 
@@ -244,6 +263,9 @@ class ReconstructionScores:
 
     def headline(self) -> tuple[str, str]:
         return "ssim", "SSIM (mean over slices and channels)"
+
+    def volume_headline(self, runs: Sequence[str], details: Sequence[Any], items: Sequence[dict]) -> None:
+        """None: the scores are averaged over slices, with no value per volume kept to pair."""
 
     def write_details(self, output_dir: Path, runs: Sequence[str], details: Sequence[Any], items: Sequence[dict]):
         """Nothing per volume: the scores are per slice."""

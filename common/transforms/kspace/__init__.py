@@ -20,4 +20,4 @@ from .masks import (
     num_lines,
     save_line_pattern,
 )
-from .phase import apply_phase, phase_seed, smooth_phase
+from .phase import FORWARD_MODELS, apply_phase, check_forward_model, phase_seed, smooth_phase

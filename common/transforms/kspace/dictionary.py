@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +19,8 @@ class KSpaceUndersampled(MapTransform):
     """Dictionary twin of :class:`KSpaceUndersample`: same arguments after ``keys``.
 
     With a mask factory (e.g. ``line_pattern("learned", pattern_file=...)``) each key's mask is built from that
-    image's width when the transform runs, so a config naming a pattern file not written yet still parses.
+    image's width when the transform runs, so a config naming a pattern file not written yet still parses. Every key
+    is acquired under the same ``forward_model`` with the same phase maps (``phase_seed``).
     """
 
     backend = KSpaceUndersample.backend
@@ -29,10 +31,13 @@ class KSpaceUndersampled(MapTransform):
         mask: NdarrayOrTensor | MaskFactory | str | Path,
         pe_dim: int = -1,
         point: bool = False,
+        forward_model: str = "magnitude",
+        phase_seed: int = 0,
+        max_phase: float = math.pi,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.op = KSpaceUndersample(mask, pe_dim, point)
+        self.op = KSpaceUndersample(mask, pe_dim, point, forward_model, phase_seed, max_phase)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -79,7 +79,8 @@ def undersample(image: torch.Tensor, mask: torch.Tensor, pe_dim: int = -1, point
     """Zero-filled undersampled magnitude ``|ifft2c(fft2c(image) * mask)|``.
 
     Args:
-        image: real ``(*, C, H, W)`` (magnitude images; ``*`` any batch dims).
+        image: real ``(*, C, H, W)`` (magnitude images; ``*`` any batch dims) or complex (with an image phase,
+            :func:`~common.transforms.apply_phase`).
         mask: line weights ``(L,)`` shared by all channels or ``(C, L)`` one pattern per channel, ``L`` = size of
             axis ``pe_dim``, centred (index ``L // 2`` is the k-space centre); with ``point=True`` a centred 2D mask
             ``(H, W)`` or ``(C, H, W)``. 0/1 or any real weight.

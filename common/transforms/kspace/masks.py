@@ -171,17 +171,46 @@ class LearnedLines:
 
     Args:
         pattern_file: ``.npy`` written by :func:`save_line_pattern` (``(W,)`` or ``(C, W)`` line weights).
+        forward_model: if given (``"magnitude"`` or ``"phase"``), the forward model the pattern is used under: the
+            ``forward_model`` of its JSON sidecar (written by the IGS search and LOUPE) must name it, or the call
+            raises ``ValueError`` naming the sidecar, the forward model it holds and this one (a pattern learned on
+            conjugate-symmetric magnitude k-space is not one learned with an image phase, and vice versa).
 
     Nothing is read when the object is made, so a configuration that names a pattern the search has not written
     yet can still be parsed and checked; the call raises ``FileNotFoundError`` naming the file.
     """
 
-    def __init__(self, pattern_file: str | Path) -> None:
+    def __init__(self, pattern_file: str | Path, forward_model: str | None = None) -> None:
         self.pattern_file = Path(pattern_file)
+        self.forward_model = forward_model
 
     def __call__(self, width: int, seed: int | None = None) -> torch.Tensor:
         """Return the pattern as float32 ``(width,)`` / ``(C, width)``; ``seed`` is accepted and unused."""
-        return load_line_pattern(self.pattern_file, width=width)
+        mask = load_line_pattern(self.pattern_file, width=width)
+        if self.forward_model is not None:
+            self._check_forward_model()
+        return mask
+
+    def _check_forward_model(self) -> None:
+        sidecar = self.pattern_file.with_suffix(".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(
+                f"{sidecar}: expected the JSON sidecar of {self.pattern_file.name} naming the forward model it was "
+                f"learned under ('{self.forward_model}' is simulated here), found no such file"
+            )
+        found = json.loads(sidecar.read_text()).get("forward_model")
+        if found == self.forward_model:
+            return
+        expected = f"expected a pattern learned under the '{self.forward_model}' forward model (the one simulated here)"
+        if found is None:
+            raise ValueError(
+                f"{sidecar}: {expected}, found no forward_model in the sidecar; point --pattern_file at a pattern the "
+                f"IGS search or LOUPE wrote under '{self.forward_model}'"
+            )
+        raise ValueError(
+            f"{sidecar}: {expected}, found '{found}'; pass --forward_model {found} or point --pattern_file at a "
+            f"{self.forward_model} pattern"
+        )
 
 
 _KINDS = ("center", "one_sided", "equispaced", "random", "full", "learned")

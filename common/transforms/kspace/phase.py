@@ -9,7 +9,18 @@ import zlib
 import numpy as np
 import torch
 
-__all__ = ["smooth_phase", "phase_seed", "apply_phase"]
+__all__ = ["FORWARD_MODELS", "check_forward_model", "smooth_phase", "phase_seed", "apply_phase"]
+
+FORWARD_MODELS = ("magnitude", "phase")
+"""How an acquisition is simulated: ``"magnitude"`` (the image is the magnitude, k-space conjugate-symmetric; the IGS
+paper's setting) or ``"phase"`` (the image times ``exp(i phi)``, ``phi`` a :func:`smooth_phase` map, before the FFT)."""
+
+
+def check_forward_model(forward_model: str) -> str:
+    """Return ``forward_model`` if it is one of :data:`FORWARD_MODELS`, else raise ``ValueError``."""
+    if forward_model not in FORWARD_MODELS:
+        raise ValueError(f"forward_model: expected one of {FORWARD_MODELS}, found '{forward_model}'")
+    return forward_model
 
 
 def phase_seed(key: str, seed: int = 0) -> int:

@@ -8,10 +8,12 @@ import pytest
 import torch
 from monai.networks.blocks.fft_utils_t import fftn_centered_t
 
+from common.apps.igs import cache_line_spectra, network_input, slice_key
 from common.networks.blocks import KSpaceUndersampler
 from common.transforms import (
     CenterLines,
     EquispacedLines,
+    FullLines,
     KSpaceUndersample,
     KSpaceUndersampled,
     LearnedLines,
@@ -23,7 +25,9 @@ from common.transforms import (
     line_spectrum,
     load_line_pattern,
     num_lines,
+    phase_seed,
     save_line_pattern,
+    smooth_phase,
     undersample,
     undersample_lines,
 )
@@ -164,7 +168,7 @@ def test_transform_pair_2d_and_stack_keeps_meta(tmp_path):
 
 def test_pattern_file_round_trip_and_errors(tmp_path):
     mask = line_mask("equispaced", 64, 8, 0.04)
-    path = save_line_pattern(tmp_path / "p", mask, order=[32, 31], acceleration=8)
+    path = save_line_pattern(tmp_path / "p", mask, order=[32, 31], acceleration=8, forward_model="magnitude")
     assert torch.equal(load_line_pattern(path, width=64), mask)
     img = torch.rand(1, 48, 64)
     torch.testing.assert_close(KSpaceUndersample(str(path))(img), KSpaceUndersample(mask)(img))
@@ -213,7 +217,7 @@ def test_learned_factory_reads_the_file_at_call_time(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"igs_x8\.npy: expected a k-space line pattern .*IGS search"):
         op({"image": img})
     mask = line_mask("equispaced", 32, 8, 0.04)
-    save_line_pattern(path, mask)
+    save_line_pattern(path, mask, forward_model="magnitude")
     torch.testing.assert_close(op({"image": img})["image"], KSpaceUndersample(mask)(img))
     assert isinstance(line_pattern("learned", pattern_file=path), LearnedLines)
     with pytest.raises(ValueError, match="expected a pattern 64 lines wide, found 32"):
@@ -233,3 +237,71 @@ def test_line_pattern_and_factory_errors(tmp_path):
         line_pattern("equispaced", 0.5, 0.04)
     with pytest.raises(ValueError, match="point mask tensor"):
         KSpaceUndersample(CenterLines(4), point=True)
+
+
+@pytest.mark.parametrize("pe_dim", [-1, -2])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_phase_model_acquires_what_the_search_caches(pe_dim, per_channel):
+    """For a slice's seed, the transform's phase model gives the zero-filled image the IGS search and the comparison
+    see (``cache_line_spectra`` + ``network_input`` before normalisation); a stack's slice ``d`` gets seed + ``d``."""
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {"image": torch.rand(2, 24, 32, generator=g), "label": torch.zeros(1, 24, 32), "patient": p, "slice": k}
+        for p, k in (("patient001", 3), ("patient002", 0))
+    ]
+    width = 32 if pe_dim == -1 else 24
+    rows = [line_mask("random", width, 4, 0.08, seed=s) for s in (1, 2)]
+    mask = torch.stack(rows) if per_channel else rows[0]
+    spectra = cache_line_spectra(items, pe_dim, forward_model="phase", phase_seed_base=5)[0][0]
+    expected = network_input(spectra, mask, pe_dim, normalize=None)
+    for item, reference in zip(items, expected):
+        seed = phase_seed(slice_key(item), 5)
+        got = KSpaceUndersample(mask, pe_dim, forward_model="phase", phase_seed=seed)(item["image"])
+        torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-5)
+        magnitude = KSpaceUndersample(mask, pe_dim)(item["image"])
+        assert (got - magnitude).abs().max() > 1e-2  # the phase changes what undersampling loses
+    stack = torch.stack([item["image"] for item in items], -1)  # (C, H, W, 2)
+    got = KSpaceUndersampled("image", mask, pe_dim, forward_model="phase", phase_seed=7)({"image": stack})["image"]
+    for d in range(2):
+        one = KSpaceUndersample(mask, pe_dim, forward_model="phase", phase_seed=7 + d)(stack[..., d])
+        torch.testing.assert_close(got[..., d], one, atol=1e-6, rtol=0)
+    phase = smooth_phase(24, 32, 7)  # what slice 0 was given
+    direct = undersample(torch.polar(stack[..., 0], phase), mask, pe_dim)
+    torch.testing.assert_close(got[..., 0], direct, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("forward_model", ["magnitude", "phase"])
+@pytest.mark.parametrize("shape", [(2, 24, 32), (2, 24, 32, 3)])
+def test_full_sampling_gives_the_image_back_under_both_models(forward_model, shape):
+    img = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+    lines = KSpaceUndersample(FullLines(), forward_model=forward_model, phase_seed=3)
+    points = KSpaceUndersample(torch.ones(24, 32), point=True, forward_model=forward_model, phase_seed=3)
+    for op in (lines, points):
+        torch.testing.assert_close(op(img), img, atol=1e-5, rtol=0)
+
+
+def test_learned_pattern_of_another_forward_model_is_refused(tmp_path):
+    """A pattern's JSON sidecar must name the forward model the transform simulates, path or ``LearnedLines`` alike;
+    without a forward model to check (a bare ``LearnedLines``), any pattern is read."""
+    mask, img = line_mask("center", 32, 8), torch.rand(1, 32, 32)
+    path = save_line_pattern(tmp_path / "igs_magnitude_x8", mask, forward_model="magnitude")
+    torch.testing.assert_close(KSpaceUndersample(str(path))(img), KSpaceUndersample(mask)(img))
+    refused = r"igs_magnitude_x8\.json: expected a pattern learned under the 'phase' forward model .*found 'magnitude'"
+    for learned in (str(path), path, LearnedLines(path), line_pattern("learned", pattern_file=path)):
+        with pytest.raises(ValueError, match=refused + r"; pass --forward_model magnitude or point --pattern_file"):
+            KSpaceUndersample(learned, forward_model="phase")(img)
+    op = KSpaceUndersampled("image", LearnedLines(path, "magnitude"), forward_model="phase")  # the transform's wins
+    with pytest.raises(ValueError, match=refused):
+        op({"image": img})
+    torch.testing.assert_close(LearnedLines(path)(32), mask)  # nothing to check against
+    save_line_pattern(tmp_path / "hand_made", mask)  # a sidecar that names no forward model
+    unnamed = r"hand_made\.json: expected a pattern learned under the 'magnitude' .*found no forward_model"
+    with pytest.raises(ValueError, match=unnamed):
+        KSpaceUndersample(tmp_path / "hand_made.npy")(img)
+    (tmp_path / "hand_made.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"hand_made\.json: expected the JSON sidecar of hand_made\.npy"):
+        KSpaceUndersample(tmp_path / "hand_made.npy")(img)
+    with pytest.raises(ValueError, match=r"forward_model: expected one of \('magnitude', 'phase'\), found 'complex'"):
+        KSpaceUndersample(mask, forward_model="complex")
+    with pytest.raises(ValueError, match="phase_seed: expected a seed >= 0, found -1"):
+        KSpaceUndersample(mask, forward_model="phase", phase_seed=-1)

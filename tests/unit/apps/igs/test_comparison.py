@@ -15,10 +15,19 @@ from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 from torch import nn
 
-from common.apps.igs import PatternComparison, cache_line_spectra, weights_digest
+from common.apps.igs import (
+    INTERVAL_COLUMNS,
+    PatternComparison,
+    cache_line_spectra,
+    finding,
+    igs_loss,
+    mask_loss,
+    weights_digest,
+)
 from common.apps.igs.comparison import learned_pattern_file
 from common.apps.igs.evaluation import pooled_dice, volume_dice, volume_surface_distances
 from common.transforms import distinct_frequencies, line_mask, save_line_pattern, zscore_slices
+from common.utils.stats import paired_bootstrap
 
 CLASSES = ["background", "rv", "myocardium", "lv"]
 
@@ -192,6 +201,12 @@ def test_comparison_rows_have_hd95_and_assd_columns(tmp_path):
     assert raw[2][0] == "phase/frozen/full/x1/-/P2/ED" and raw[2][2:4] == ["nan", "nan"]
     dice = list(csv.reader(open(tmp_path / "pattern_comparison_dice_raw.csv")))
     assert dice[0] == ["filename", *CLASSES, "mean"] and len(dice) == 1 + 4 * 2  # 4 runs x 2 volumes
+    fg = list(csv.reader(open(tmp_path / "pattern_comparison_dice_fg_raw.csv")))  # the scored structures
+    assert fg[0] == ["filename", "rv", "myocardium", "lv", "mean"]
+    assert [r[0] for r in fg[1:]] == [r[0] for r in dice[1:]]  # the same runs and volumes
+    assert fg[1][1:4] == dice[1][2:5] and float(fg[1][4]) == pytest.approx(1 / 3, abs=1e-4)
+    assert "## Paired differences against the best baseline" in md and "No cell holds a baseline" in md  # center only
+    assert not (tmp_path / "pattern_comparison_intervals.csv").exists()
 
 
 def test_bad_items():
@@ -312,6 +327,25 @@ def test_one_sided_and_distinct_f_columns(tmp_path, heart):
     ]
     md = (tmp_path / "pattern_comparison.md").read_text()
     assert "| center | 1 | 8 / 5 | 4 / 3 |" in md and "| one_sided | 1 | 8 / 8 | 4 / 4 |" in md
+    intervals = list(csv.DictReader(open(tmp_path / "pattern_comparison_intervals.csv")))
+    assert tuple(intervals[0]) == INTERVAL_COLUMNS
+    assert [(r["acceleration"], r["pattern"], r["reference"]) for r in intervals] == [
+        (a, p, ref) for a in ("4", "8") for p, ref in (("center", "one_sided"), ("one_sided", "center"))
+    ]  # two baselines: the best against the next best, the other against the best
+    raw = csv.DictReader(open(tmp_path / "pattern_comparison_dice_fg_raw.csv"))
+    fg = {r["filename"]: float(r["mean"]) for r in raw}  # each volume's mean_fg, to 4 decimals
+    volumes = sorted({k.split("/", 5)[5] for k in fg})
+    assert len(volumes) == 6  # 3 patients x 2 phases
+    for r in intervals:
+        values = {
+            p: np.array([fg[f"magnitude/frozen/{p}/x{r['acceleration']}/-/{v}"] for v in volumes])
+            for p in (r["pattern"], r["reference"])
+        }
+        expected = paired_bootstrap(values[r["pattern"]], values[r["reference"]])
+        assert int(r["n"]) == expected.n == 6 and int(r["wins"]) == expected.wins_a
+        found = [float(r[k]) for k in ("difference", "ci_low", "ci_high")]
+        assert found == pytest.approx([expected.difference, expected.low, expected.high], abs=2e-4)
+        assert f"- {finding(r)}\n" in md
 
 
 def test_seeded_patterns_are_mean_and_sample_sd_over_seeds(tmp_path, heart):
@@ -507,3 +541,37 @@ def test_bad_arguments(tmp_path, heart):
         PatternComparison(*base, train_phase_seed=3, test_phase_seed=3)
     with pytest.raises(ValueError, match=r"pattern_sources: expected \(config file, forward-model setting id\)"):
         PatternComparison(*base, pattern_sources={"igs_lookahead": ["igs_search.json"]})
+
+
+def test_search_loss_column_is_each_patterns_loss_on_the_training_slices(tmp_path, heart):
+    train, test, net = heart
+    args = dict(accelerations=[4], patterns=["center", "random"], forward_models=["phase"], seeds=[0, 1])
+    rows = PatternComparison(
+        net,
+        train,
+        test,
+        tmp_path,
+        tmp_path,
+        CLASSES,
+        protocols=["frozen"],
+        batch_size=8,
+        **args,
+        search_loss="dice_pooled",
+        search_loss_batch=4,
+    ).run()
+    batches = cache_line_spectra(train, batch_size=4, forward_model="phase", phase_seed_base=0)  # training phases
+    loss = igs_loss("dice_pooled")
+    for r in rows:
+        mask = (
+            line_mask("full", WIDTH) if r["pattern"] == "full" else line_mask(r["pattern"], WIDTH, 4, 0.08, r["seed"])
+        )
+        assert r["search_loss"] == pytest.approx(mask_loss(net, batches, mask, loss, loss_batch=4), abs=1e-6)
+    md = (tmp_path / "pattern_comparison.md").read_text()
+    random = np.array([r["search_loss"] for r in rows if r["pattern"] == "random"])
+    assert "**Search loss** (`dice_pooled`" in md
+    assert f"| phase | random | {random.mean():.4f} +- {random.std(ddof=1):.4f} |" in md
+    plain = PatternComparison(net, train, test, tmp_path / "b", tmp_path, CLASSES, protocols=["frozen"], **args).run()
+    assert (
+        "search_loss" not in plain[0]
+        and "**Search loss**" not in (tmp_path / "b" / "pattern_comparison.md").read_text()
+    )

@@ -1,5 +1,6 @@
 """common.apps.igs.loupe: LOUPE's renormalisation, its top-k pattern, the informative lines on a toy problem,
-seeding, and reruns that skip matching files and refuse others."""
+seeding, reruns that skip matching files and refuse others, resuming from a per-epoch state (after a crash or a time
+limit) to the same pattern, and the loss figure."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from common.apps.igs import LOUPE, cache_line_spectra, igs_loss, mask_gradient
+from common.apps.igs import LOUPE, cache_line_spectra, igs_loss, mask_gradient, plot_loupe_loss
 from common.apps.igs.loupe import LOSS, relaxed_line_mask, renormalize_probability, top_lines, triangle_logits
 from common.transforms import load_line_pattern
 from tests.unit.apps.igs.test_search import FREQS, WIDTH, grating_data
 
 CENTRE = WIDTH // 2
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class ConvThreshold(nn.Module):
@@ -101,7 +103,9 @@ def test_patterns_have_exactly_the_budget_and_a_complete_sidecar(tmp_path):
         assert fp["method"] == "loupe" and fp["forward_model"] == "magnitude" and fp["epochs"] == 2
         assert {"weights", "data", "lr", "seed", "batch_size"} <= set(fp)
         assert top_lines(torch.tensor(meta["theta"]), n)[1][0] == meta["order"]  # the pattern is theta's top n
+        assert not loupe.state_path(acc).exists()  # deleted once the pattern is written
     assert not any(p.requires_grad for p in loupe.network.parameters())
+    assert (tmp_path / "loupe_magnitude_loss.png").read_bytes()[:8] == PNG
 
 
 @pytest.mark.parametrize("seed,amp", [(0, False), (1, False), (0, True), (0, "fp16")])
@@ -167,6 +171,121 @@ def test_rerun_skips_a_matching_pattern_and_refuses_one_made_otherwise(tmp_path,
         LOUPE(ConvThreshold(), data, tmp_path, accelerations=(8,), epochs=2, batch_size=3).run()
 
 
+class Crash(Exception):
+    """Stands for a stopped process."""
+
+
+def crash_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, batches_per_epoch: int) -> None:
+    """Make LOUPE stop (raise :class:`Crash`) at the first batch of ``epoch`` (1-based), as a killed process would."""
+    loss = LOUPE._loss
+    calls = []
+
+    def loss_or_crash(self, *args):
+        calls.append(None)
+        if len(calls) > (epoch - 1) * batches_per_epoch:
+            raise Crash
+        return loss(self, *args)
+
+    monkeypatch.setattr(LOUPE, "_loss", loss_or_crash)
+
+
+def same_result(a: Path, b: Path) -> None:
+    """Two runs' patterns: the same theta, loss history and lines."""
+    meta_a, meta_b = sidecar(a), sidecar(b)
+    np.testing.assert_allclose(meta_a["theta"], meta_b["theta"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(meta_a["loss_history"], meta_b["loss_history"], rtol=0, atol=1e-6)
+    assert meta_a["order"] == meta_b["order"] and np.array_equal(np.load(a), np.load(b))
+
+
+@pytest.mark.parametrize("checkpoint_every,crash_epoch,saved", [(1, 3, 2), (2, 4, 2)])  # epoch 3 redone
+def test_a_crashed_run_resumes_from_its_last_state_to_the_uninterrupted_pattern(
+    tmp_path, monkeypatch, caplog, checkpoint_every, crash_epoch, saved
+):
+    data = grating_data(4)  # batch 3: two batches per epoch
+    settings = {"accelerations": (8,), "epochs": 4, "batch_size": 3, "checkpoint_every": checkpoint_every}
+    whole = LOUPE(ConvThreshold(), data, tmp_path / "whole", **settings).run()[8.0]
+    loupe = LOUPE(ConvThreshold(), data, tmp_path / "split", **settings)
+    with monkeypatch.context() as m:
+        crash_in_epoch(m, crash_epoch, batches_per_epoch=2)
+        with pytest.raises(Crash):
+            loupe.run()
+    state = torch.load(loupe.state_path(8.0), weights_only=True)
+    assert not loupe.pattern_path(8.0).exists()
+    assert state["epoch"] == saved and len(state["loss_history"]) == saved and state["acceleration"] == 8.0
+    assert state["fingerprint"] == loupe.fingerprint() and state["theta"].shape == (WIDTH,)
+    assert set(state["optimizer"]) == {"state", "param_groups"} and state["seconds"] > 0
+    with caplog.at_level("INFO", logger="common.apps.igs.loupe"):
+        split = LOUPE(ConvThreshold(), data, tmp_path / "split", **settings).run()[8.0]  # a fresh process
+    assert f"resuming from {loupe.state_path(8.0)} after epoch {saved}/4" in caplog.text
+    same_result(split, whole)
+    assert sidecar(split)["search_seconds"] >= state["seconds"]  # the earlier sitting counts
+    assert not loupe.state_path(8.0).exists()
+
+
+def test_time_limit_stops_after_an_epoch_and_reruns_finish_every_acceleration(tmp_path, caplog):
+    data = grating_data(4)
+    settings = {"accelerations": (8, 4), "epochs": 3, "batch_size": 3}
+    whole = LOUPE(ConvThreshold(), data, tmp_path / "whole", **settings).run()
+    out = tmp_path / "split"
+    loupe = LOUPE(ConvThreshold(), data, out, time_limit=0, **settings)
+    with caplog.at_level("INFO", logger="common.apps.igs.loupe"):
+        assert loupe.run() == {}
+    assert "x8 stopped after epoch 1/3" in caplog.text and "not written yet: x8, x4" in caplog.text
+    assert "Run the same command again to continue" in caplog.text
+    assert torch.load(loupe.state_path(8.0), weights_only=True)["epoch"] == 1
+    assert not loupe.state_path(4.0).exists() and not loupe.pattern_path(8.0).exists()
+    assert not loupe.loss_figure_path().exists()
+    # one epoch per sitting; a sitting that finishes x8 has passed the limit and gives x4 one epoch
+    sittings = [LOUPE(ConvThreshold(), data, out, time_limit=0, **settings).run() for _ in range(4)]
+    assert [sorted(s) for s in sittings] == [[], [8.0], [8.0], [4.0, 8.0]]
+    for acc in (8.0, 4.0):
+        same_result(sittings[-1][acc], whole[acc])
+        assert not loupe.state_path(acc).exists()
+    assert loupe.loss_figure_path().read_bytes()[:8] == PNG
+
+
+def test_a_state_made_otherwise_is_refused_naming_the_file(tmp_path):
+    data = grating_data(4)
+    settings = {"accelerations": (8,), "epochs": 3, "batch_size": 3}
+    loupe = LOUPE(ConvThreshold(), data, tmp_path, time_limit=0, **settings)
+    loupe.run()
+    state_file = loupe.state_path(8.0)
+    with pytest.raises(ValueError, match=r"loupe_magnitude_x8_state\.pt: made with other settings \(lr: expected 0\.1"):
+        LOUPE(ConvThreshold(), data, tmp_path, lr=0.1, **settings).run()
+    with pytest.raises(ValueError, match=r"x8_state\.pt: made with other settings \(epochs: expected 4, found 3"):
+        LOUPE(ConvThreshold(), data, tmp_path, **{**settings, "epochs": 4}).run()
+    state = torch.load(state_file, weights_only=True)
+    torch.save({**state, "acceleration": 4.0}, state_file)
+    with pytest.raises(ValueError, match=r"x8_state\.pt: expected the state of acceleration 8, found 4"):
+        LOUPE(ConvThreshold(), data, tmp_path, **settings).run()
+    del state["optimizer"]
+    torch.save(state, state_file)
+    with pytest.raises(
+        ValueError, match=r"x8_state\.pt: expected a LOUPE state with .*found one without \['optimizer'\]"
+    ):
+        LOUPE(ConvThreshold(), data, tmp_path, **settings).run()
+    del state["fingerprint"]
+    torch.save(state, state_file)
+    with pytest.raises(ValueError, match=r"x8_state\.pt: expected a fingerprint of the settings it was made with"):
+        LOUPE(ConvThreshold(), data, tmp_path, **settings).run()
+
+
+def test_loss_figure_and_its_input_checks(tmp_path):
+    histories = {8.0: [0.6, 0.5, 0.45], 4.0: [0.4, 0.3, 0.25]}
+    path = plot_loupe_loss(histories, {8.0: 0.5, 4.0: 0.2}, tmp_path / "loss.png")
+    assert path == tmp_path / "loss.png" and path.read_bytes()[:8] == PNG
+    assert plot_loupe_loss({16.0: [0.7]}, {}, tmp_path / "one.png").read_bytes()[:8] == PNG  # no marker, one epoch
+    with pytest.raises(ValueError, match=r"histories: expected one or more accelerations .*found \{\}"):
+        plot_loupe_loss({}, {}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"histories: expected .* >= 1 epoch each, found \{8\.0: 3, 4\.0: 0\}"):
+        plot_loupe_loss({8.0: [0.6, 0.5, 0.4], 4.0: []}, {}, tmp_path / "x.png")
+    with pytest.raises(
+        ValueError, match=r"search_losses: expected accelerations of histories \[8\.0\], found also \[4\.0\]"
+    ):
+        plot_loupe_loss({8.0: [0.6]}, {8.0: 0.5, 4.0: 0.3}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_per_channel_patterns(tmp_path):
     data = [{"image": np.concatenate([d["image"], d["image"]]), "label": d["label"]} for d in grating_data(4)]
 
@@ -197,3 +316,7 @@ def test_bad_arguments(tmp_path):
         LOUPE(ConvThreshold(), data, tmp_path, accelerations=(64,))
     with pytest.raises(ValueError, match="pe_dim: expected -1"):
         LOUPE(ConvThreshold(), data, tmp_path, pe_dim=0)
+    with pytest.raises(ValueError, match="checkpoint_every: expected >= 1, found 0"):
+        LOUPE(ConvThreshold(), data, tmp_path, checkpoint_every=0)
+    with pytest.raises(ValueError, match="time_limit: expected None or seconds >= 0, found -1"):
+        LOUPE(ConvThreshold(), data, tmp_path, time_limit=-1)

@@ -169,3 +169,5 @@ def test_search_loupe_and_comparison_run_for_the_task(task, tmp_path):
     assert (out / figure).is_file() and not list(out.glob("*_raw.csv"))
     md = (out / "pattern_comparison.md").read_text()
     assert ("**ROC AUC" in md) if task == "classification" else ("**SSIM" in md and "**PSNR (dB)" in md)
+    assert f"Not computed for the {task} task: its scores are computed over the test slices" in md
+    assert not (out / "pattern_comparison_intervals.csv").exists()  # no per-volume values to pair
