@@ -1,5 +1,5 @@
-"""ATLAS (Anatomical Tracings of Lesions After Stroke) R1.2 and R2.0: layout and header checks, and a decathlon-style
-datalist with subject-level folds.
+"""ATLAS (Anatomical Tracings of Lesions After Stroke) R1.2 and R2.0: layout, header and voxel checks, and a
+decathlon-style datalist with subject-level folds.
 
 Layouts (``<dataset_dir>`` is the folder that holds ``Training/`` (R2.0) or the ``Site*`` folders (R1.2))::
 
@@ -50,6 +50,8 @@ ATLAS_RELEASES = ("R1.2", "R2.0")
 ATLAS_SHAPE = (197, 233, 189)  # at 1 mm, MNI152 2009 space (both releases)
 
 ATLAS_LABELS = {"background": 0, "stroke lesion": 1}
+
+_MASK_STORAGES = ((0, 1), (0, 255))  # the binary storages found in ATLAS copies, as MergeLesionMasks accepts them
 
 GENERATE_HINT = (
     "generate the synthetic copy with `python -m common.synthetic.atlas --out data/atlas` (R2.0 layout: "
@@ -213,15 +215,49 @@ def _check_headers(scan: AtlasScan, problems: list[str], atol: float = 1e-3) -> 
             )
 
 
-def find_atlas_scans(dataset_dir: str | Path, subset: str = "Training", require_label: bool = True) -> list[AtlasScan]:
+def _check_voxels(path: Path, is_mask: bool, problems: list[str]) -> None:
+    """Read every voxel of ``path`` (the whole gzip stream), appending a problem when it cannot be read, when an image
+    holds NaN or inf, or when a lesion mask is not binary in one of the storages :class:`~common.transforms.
+    MergeLesionMasks` accepts (0/1 or 0/255, no rounding: 0.999 and NaN are refused)."""
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)  # (H, W, D) with the header's scaling applied
+    except Exception as e:  # truncated or corrupt gzip streams raise EOFError, zlib.error, OSError, ValueError
+        problems.append(
+            f"{path}: expected a readable NIfTI volume (every voxel of the file), found {type(e).__name__}: {e}"
+        )
+        return
+    if not is_mask:
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            problems.append(
+                f"{path}: expected finite voxel values, found {int(np.isnan(data).sum())} NaN and "
+                f"{int(np.isinf(data).sum())} inf"
+            )
+        return
+    values, counts = np.unique(data, return_counts=True)
+    if not any(np.isin(values, storage).all() for storage in _MASK_STORAGES):
+        found = ", ".join(f"{v:g} ({c} voxels)" for v, c in zip(values.tolist()[:8], counts.tolist()))
+        problems.append(
+            f"{path}: expected a binary lesion mask (values 0/1 or 0/255), found {found}"
+            + (f", ... ({len(values)} values)" if len(values) > 8 else "")
+        )
+
+
+def find_atlas_scans(
+    dataset_dir: str | Path, subset: str = "Training", require_label: bool = True, read_voxels: bool = True
+) -> list[AtlasScan]:
     """List the scans of an ATLAS copy (release detected by :func:`atlas_release`), checking layout and headers.
 
     Every layout problem (a scan folder without its T1w image, or without a lesion mask when ``require_label``; two
     T1w images in one scan; a NIfTI file whose name is neither, or belongs to another subject; an empty cohort, site
     or subject folder) is reported in one ``FileNotFoundError`` naming each file. Then every header is read (no voxel
     data): an unreadable or non-3D file, or a lesion mask whose shape or affine differs from its T1w image, is
-    reported in one ``ValueError``. ``subset``: ``"Training"`` or ``"Testing"`` (R2.0 only; its scans have no masks, so
-    pass ``require_label=False``). Returns the scans in path order.
+    reported in one ``ValueError``. Then, with ``read_voxels`` (default), every file is read whole (a NIfTI header does
+    not tell a truncated ``.nii.gz``): every unreadable file, every T1w image with NaN or inf and every lesion mask
+    that is not 0/1 or 0/255 is reported in one ``ValueError`` before anything is built on the data (an error inside
+    MONAI's ``CacheDataset`` threads aborts the process instead: its pool is terminated without joining the threads,
+    which are still loading other files when the interpreter exits). This reads the copy once more (about as long as
+    loading it). ``subset``: ``"Training"`` or ``"Testing"`` (R2.0 only; its scans have no masks, so pass
+    ``require_label=False``). Returns the scans in path order.
     """
     root = Path(dataset_dir)
     release = atlas_release(root)
@@ -249,6 +285,22 @@ def find_atlas_scans(dataset_dir: str | Path, subset: str = "Training", require_
             "differs was resampled or belongs to another scan: compare the headers with `nib-ls <files>`",
         )
     logger.info("ATLAS %s %s: %d scans, headers checked in %.1f s", release, root, len(scans), time.perf_counter() - t0)
+    if read_voxels:
+        t0 = time.perf_counter()
+        for scan in scans:
+            _check_voxels(scan.image, False, problems)
+            for mask in scan.lesions:
+                _check_voxels(mask, True, problems)
+        if problems:
+            raise_problems(
+                ValueError,
+                root,
+                "unreadable files, non-finite T1w voxels or non-binary lesion masks",
+                problems,
+                "a truncated file is an interrupted download or copy: fetch the scan again (`gzip -t <file>` tests a "
+                ".nii.gz); lesion masks are stored as 0/1 or 0/255, T1w images hold finite intensities",
+            )
+        logger.info("ATLAS %s %s: every voxel read and checked in %.1f s", release, root, time.perf_counter() - t0)
     return scans
 
 
@@ -258,8 +310,10 @@ def atlas_datalist(
     seed: int = 0,
     base_dir: str | Path | None = None,
     testing: bool = False,
+    read_voxels: bool = True,
 ) -> dict:
-    """Scan an ATLAS copy (:func:`find_atlas_scans`) into a decathlon-style datalist with subject-level folds.
+    """Scan an ATLAS copy (:func:`find_atlas_scans`; every voxel read and checked unless ``read_voxels`` is False)
+    into a decathlon-style datalist with subject-level folds.
 
     A training item is ``{"image": <T1w>, "label": [<lesion masks>], "fold": k, "case": <subject_session>,
     "subject": id}``: ``LoadImaged(keys=["image", "label"], ensure_channel_first=True)`` gives a ``(1, H, W, D)``
@@ -270,8 +324,10 @@ def atlas_datalist(
     ``base_dir``. Metadata as :func:`~common.data.brats_datalist`'s.
     """
     release = atlas_release(dataset_dir)
-    training = find_atlas_scans(dataset_dir, "Training", require_label=True)
-    test_scans = find_atlas_scans(dataset_dir, "Testing", require_label=False) if testing else []
+    training = find_atlas_scans(dataset_dir, "Training", require_label=True, read_voxels=read_voxels)
+    test_scans = (
+        find_atlas_scans(dataset_dir, "Testing", require_label=False, read_voxels=read_voxels) if testing else []
+    )
     folds = fold_of(list(dict.fromkeys(s.subject for s in training)), num_folds, seed)
 
     def item(s: AtlasScan) -> dict:

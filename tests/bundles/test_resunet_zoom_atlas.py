@@ -1,16 +1,25 @@
 """resunet_zoom_atlas end to end through `python -m monai.bundle`: the zoom-out stage resumes from the zoom-in
-weights, the evaluation scores both stages with both inference modes, inference writes masks on the input grid."""
+weights, the evaluation scores both stages with both inference modes, inference writes masks on the input grid;
+damaged data (a NaN voxel, a truncated file, a non-binary mask) stops training with exit code 1 naming the file; no
+random flips unless asked for (the original's loader has none)."""
 
 from __future__ import annotations
 
 import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
+from monai.bundle import ConfigParser
+from monai.transforms import RandFlipd
 
 from common.data import atlas_datalist, find_atlas_scans, split_by_fold
-from tests.bundles.conftest import run_bundle
+from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
 
 BUNDLE = "resunet_zoom_atlas"
 
@@ -55,3 +64,57 @@ def test_zoom_out_evaluation_and_inference(trained_bundle):
         seg = nib.load(str(out / scan.image.name.replace("_T1w.nii.gz", "_T1w_seg.nii.gz")))
         assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+
+
+def _damage(image: str, mask: str, damage: str) -> str:
+    """Damage one training scan's T1w image or lesion mask in place; returns the damaged file."""
+    if damage == "truncated":
+        raw = Path(image).read_bytes()
+        Path(image).write_bytes(raw[: len(raw) // 2])  # the header still reads: the voxel stream ends early
+        return image
+    path = image if damage == "nan_voxel" else mask
+    img = nib.load(path)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    if damage == "nan_voxel":
+        data[tuple(s // 2 for s in data.shape)] = np.nan
+    else:
+        data[data > 0] = 2
+    nib.save(nib.Nifti1Image(data, img.affine), path)  # float32 on disk (the original header's int16 holds no NaN)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["nan_voxel", "truncated", "mask_value_2"])
+def test_damaged_data_is_refused_with_exit_code_1_naming_the_file(bundle_data, tmp_path, damage):
+    """Before any CacheDataset is built: a NaN voxel used to train every weight to NaN with exit code 0, a truncated
+    file or a refused mask to abort in MONAI's caching threads with exit code 134 (the truncated file unnamed)."""
+    data = shutil.copytree(bundle_data(BUNDLE), tmp_path / "data")
+    item = split_by_fold(atlas_datalist(data, read_voxels=False)["training"], "train")[0]
+    damaged = _damage(item["image"], item["label"][0], damage)
+    root = shutil.copytree(
+        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    )
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    cmd = bundle_command(root, [root / "configs" / "train.json", tiny], "--dataset_dir", str(data), run_id="training")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    expected = {
+        "nan_voxel": "expected finite voxel values, found 1 NaN and 0 inf",
+        "truncated": "expected a readable NIfTI volume (every voxel of the file), found EOFError",
+        "mask_value_2": "expected a binary lesion mask (values 0/1 or 0/255), found 0 (",
+    }[damage]
+    assert r.returncode == 1, f"exit code {r.returncode}:\n{r.stderr[-3000:]}"
+    assert f"{damaged}: {expected}" in r.stderr
+    assert damage != "mask_value_2" or "voxels), 2 (" in r.stderr
+    assert not (root / "models").exists()
+
+
+def test_no_random_flips_by_default():
+    """The original's training loader is deterministic: the flips are there only with ``flip_prob`` > 0."""
+    parser = ConfigParser()
+    parser.read_config(REPO / "bundles" / BUNDLE / "configs" / "train.json")
+    flips = [t for t in parser.get_parsed_content("train#random_transforms") if isinstance(t, RandFlipd)]
+    assert [t.prob for t in flips] == [0.0, 0.0, 0.0]
+    parser["flip_prob"] = 0.5
+    assert [
+        t.prob for t in parser.get_parsed_content("train#random_transforms", lazy=False) if isinstance(t, RandFlipd)
+    ] == [0.5] * 3

@@ -15,7 +15,9 @@ __all__ = ["ResidualBlock3d", "ResUNet3d"]
 class ResidualBlock3d(nn.Module):
     """``x + f(x)`` with ``f`` = ReLU, conv 3x3x3, GroupNorm, ReLU, conv 3x3x3, GroupNorm, ReLU (the activation comes
     before each convolution: pre-activation). The identity has no weights: where the channel count changes it is
-    padded with zero channels (more channels) or cut to its first channels (fewer), as in the original code.
+    padded or cut at the front of the channel axis, as the original code's ``F.pad`` with ``pad[6] = out - in``:
+    zero channels are prepended (more channels), or its last ``out_channels`` channels are kept (fewer; in a decoder
+    block after ``cat([upsampled, skip])`` these are the encoder skip's).
 
     Shapes: ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
     """
@@ -32,11 +34,8 @@ class ResidualBlock3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(self.conv1(F.relu(x)))
         y = F.relu(self.norm2(self.conv2(F.relu(y))))
-        identity = x
-        if self.out_channels > self.in_channels:
-            identity = F.pad(x, [0, 0, 0, 0, 0, 0, 0, self.out_channels - self.in_channels])
-        elif self.out_channels < self.in_channels:
-            identity = x[:, : self.out_channels]
+        # (B, in, *S) -> (B, out, *S): a negative pad cuts the first in - out channels, a positive one prepends zeros
+        identity = F.pad(x, [0, 0, 0, 0, 0, 0, self.out_channels - self.in_channels, 0])
         return y + identity
 
 

@@ -131,6 +131,38 @@ def test_non_binary_mask_is_refused_naming_the_file(r12, tmp_path):
         _load({"image": str(s.image), "label": [str(p) for p in s.lesions]})
 
 
+def test_unreadable_non_finite_and_non_binary_voxels_are_named_per_file(r20, tmp_path):
+    """Every voxel is read before anything is built on the data: a truncated stream, NaN / inf in a T1w image, masks
+    holding 2, 0.999 or NaN, in one error; with read_voxels=False only the headers are checked."""
+    root = _copy(r20, tmp_path)
+    anat = sorted((root / "Training").glob("R*/sub-*/ses-1/anat"))
+    truncated = next(anat[0].glob("*_T1w.nii.gz"))
+    raw = truncated.read_bytes()
+    truncated.write_bytes(raw[: len(raw) // 2])  # the header reads, the voxel stream ends early
+    t1 = next(anat[1].glob("*_T1w.nii.gz"))
+    img = nib.load(str(t1))
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[0, 0, :2] = np.nan
+    data[1, 1, 0] = np.inf
+    nib.save(nib.Nifti1Image(data, img.affine), str(t1))
+    masks = [next(a.glob("*_mask.nii.gz")) for a in anat[2:5]]
+    for mask, value in zip(masks, (2, 0.999, np.nan)):
+        img = nib.load(str(mask))
+        data = np.asarray(img.dataobj).astype(np.float32)
+        data[data > 0] = value
+        nib.save(nib.Nifti1Image(data, img.affine), str(mask))
+    with pytest.raises(ValueError) as e:
+        atlas_datalist(root)
+    msg = str(e.value)
+    assert "(5 problems)" in msg
+    assert f"{truncated}: expected a readable NIfTI volume (every voxel of the file), found EOFError" in msg
+    assert f"{t1}: expected finite voxel values, found 2 NaN and 1 inf" in msg
+    for mask, value in zip(masks, ("2", "0.999", "nan")):
+        assert f"{mask}: expected a binary lesion mask (values 0/1 or 0/255), found 0 (" in msg
+        assert f"), {value} (" in msg.split(str(mask))[1].split("\n")[0]
+    assert len(find_atlas_scans(root, read_voxels=False)) == 6  # the headers alone are fine
+
+
 def test_missing_and_foreign_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder.*common.synthetic.atlas"):
         atlas_release(tmp_path / "nope")
