@@ -1,18 +1,20 @@
-"""Scores of instance segmentations with one label value per object (vertebrae): each ground-truth instance matched to
-the predicted instance that overlaps it most, Dice and ASSD of the pair, identification (Dice above a threshold) and
-false-positive predicted instances."""
+"""Scores of instance segmentations with one label value per object (vertebrae): ground-truth and predicted instances
+matched one to one (the Hungarian algorithm on Dice, so that a prediction merging two vertebrae counts for one of them
+only), Dice and ASSD of each pair, identification (Dice above a threshold), missed vertebrae and false-positive
+predicted instances; and the accuracy of the completeness decisions of the accepted instances."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from monai.config import NdarrayOrTensor
 from monai.utils.type_conversion import convert_to_numpy
 
 from common.metrics.surface import surface_distances
 
-__all__ = ["IDENTIFICATION_DICE", "instance_scores"]
+__all__ = ["IDENTIFICATION_DICE", "instance_scores", "completeness_scores"]
 
 IDENTIFICATION_DICE = 0.5
 """A ground-truth instance counts as identified when the Dice of its matched prediction is above this value."""
@@ -27,15 +29,19 @@ def instance_scores(
     """Score the instance map ``pred`` against ``label`` (both ``(*S)`` integer maps, 0 background; the values of
     ``pred`` need not equal those of ``label``: instances are matched by overlap).
 
-    For every ground-truth value ``g`` (ascending): the predicted instance ``p`` with the most voxels in ``g`` (none
-    when no predicted voxel lies in ``g``), ``dice = 2 |g & p| / (|g| + |p|)`` (0 without a match), ``assd`` the
-    average symmetric surface distance of ``g`` and ``p`` (MONAI's, :func:`~common.metrics.surface_distances`; in mm
-    with ``spacing``, NaN without a match) and ``identified = dice > threshold``.
+    Matching is one to one: the pairs (ground-truth value ``g``, predicted value ``p``) maximise the summed Dice
+    ``2 |g & p| / (|g| + |p|)`` (:func:`scipy.optimize.linear_sum_assignment`); a pair without overlap is no match. For
+    every ground-truth value ``g`` (ascending): ``dice`` of its pair (0 when unmatched: missed), ``assd`` the average
+    symmetric surface distance of the pair (MONAI's, :func:`~common.metrics.surface_distances`; in mm with
+    ``spacing``, NaN when unmatched) and ``identified = dice > threshold``. A prediction merging two vertebrae is
+    matched to one of them; the other is missed.
 
     Returns ``(rows, summary)``: one row per ground-truth instance ``{"vertebra", "matched", "dice", "assd",
-    "identified"}``; ``summary``: ``mean_dice``, ``mean_assd`` (over matched instances), ``identification_rate``
-    (identified / ground-truth instances), ``false_positives`` (predicted instances whose best Dice with any
-    ground-truth instance is at most ``threshold``), ``predicted`` and ``ground_truth`` counts.
+    "identified"}``; ``summary``: ``mean_dice`` (over ground-truth instances), ``mean_assd`` (over matched ones),
+    ``identification_rate`` (identified / ground-truth instances), ``missed`` (ground-truth instances without a
+    match), ``false_positives`` (predicted instances not matched to a ground-truth instance with Dice above
+    ``threshold``: unmatched ones and those matched at Dice <= ``threshold``), ``predicted`` and ``ground_truth``
+    counts.
     """
     p = np.rint(convert_to_numpy(pred)).astype(np.int64)
     g = np.rint(convert_to_numpy(label)).astype(np.int64)
@@ -55,9 +61,13 @@ def instance_scores(
     g_size = np.bincount(g_index[g_index >= 0], minlength=len(g_values))
     p_size = np.bincount(p_index[p_index >= 0], minlength=len(p_values))
     dice = 2 * overlap / np.maximum(g_size[:, None] + p_size[None, :], 1)
+    match: dict[int, int] = {}
+    if g_values and p_values:
+        gi, pj = linear_sum_assignment(dice, maximize=True)
+        match = {int(i): int(j) for i, j in zip(gi, pj) if overlap[i, j] > 0}
     rows = []
     for i, v in enumerate(g_values):
-        j = int(np.argmax(overlap[i])) if len(p_values) and overlap[i].max() > 0 else None
+        j = match.get(i)
         d = float(dice[i, j]) if j is not None else 0.0
         assd = float("nan")
         if j is not None:
@@ -72,14 +82,61 @@ def instance_scores(
                 "identified": d > threshold,
             }
         )
-    best = dice.max(axis=0) if len(g_values) else np.zeros(len(p_values))
+    true_positives = sum(r["identified"] for r in rows)
     matched_assd = [r["assd"] for r in rows if r["matched"] is not None]
     summary = {
         "mean_dice": float(np.mean([r["dice"] for r in rows])) if rows else float("nan"),
         "mean_assd": float(np.nanmean(matched_assd)) if matched_assd else float("nan"),
         "identification_rate": float(np.mean([r["identified"] for r in rows])) if rows else float("nan"),
-        "false_positives": int((best <= threshold).sum()),
+        "missed": len(g_values) - len(match),
+        "false_positives": len(p_values) - true_positives,
         "predicted": len(p_values),
         "ground_truth": len(g_values),
     }
     return rows, summary
+
+
+def completeness_scores(
+    label: NdarrayOrTensor,
+    rows: Sequence[Mapping],
+    instances: Sequence[Mapping],
+    patch_size: Sequence[int],
+    complete_fraction: float = 0.98,
+) -> tuple[list[dict], dict]:
+    """The accuracy of the completeness decisions of the traversal's accepted ``instances`` (each ``{"label",
+    "origin", "complete"}``: its value in the prediction, the origin of its final patch of ``patch_size`` voxels in the
+    grid of ``label`` ``(*S)``, the completeness head's decision), against the training label's definition
+    (:class:`~common.apps.iterative_fcn.InstanceSampled`): the instance's ground-truth vertebra ``g`` (the one matched
+    to it in ``rows`` of :func:`instance_scores`) is complete when at least ``complete_fraction`` of ``g``'s voxels
+    lie in the patch. Unmatched instances (false positives) have no ground truth and are not scored.
+
+    Returns ``(rows, summary)``: one row per accepted instance ``{"instance", "vertebra" (None: unmatched),
+    "complete", "complete_true", "correct"}`` (the last two None when unmatched); ``summary``:
+    ``completeness_accuracy`` (correct / scored, NaN when none is scored) and ``completeness_scored``.
+    """
+    g = np.rint(convert_to_numpy(label)).astype(np.int64)
+    vertebra_of = {r["matched"]: r["vertebra"] for r in rows if r["matched"] is not None}
+    out = []
+    for inst in instances:
+        v = vertebra_of.get(int(inst["label"]))
+        truth = None
+        if v is not None:
+            window = tuple(slice(max(int(o), 0), int(o) + int(s)) for o, s in zip(inst["origin"], patch_size))
+            mask = g == v
+            truth = bool(mask[window].sum() >= complete_fraction * mask.sum())
+        complete = bool(inst["complete"])
+        out.append(
+            {
+                "instance": int(inst["label"]),
+                "vertebra": v,
+                "complete": complete,
+                "complete_true": truth,
+                "correct": None if truth is None else complete == truth,
+            }
+        )
+    scored = [r["correct"] for r in out if r["correct"] is not None]
+    summary = {
+        "completeness_accuracy": float(np.mean(scored)) if scored else float("nan"),
+        "completeness_scored": len(scored),
+    }
+    return out, summary

@@ -5,10 +5,13 @@ network predicts more than ``min_voxels`` voxels outside the memory; it then mov
 and predicts again until the patch moves by at most ``converge_distance`` voxels along every axis. A converged
 prediction is accepted when the network says the vertebra is complete or the prediction touches the volume edge: it is
 written into the memory with the next label and the network predicts again at the same place (the next vertebra). A
-converged but incomplete prediction is rejected and the slide goes on. The traversal ends when the slide has passed
-the whole volume ("no vertebra left"), after ``max_steps`` network evaluations ("step bound"), or when a patch position
-is reached a second time with the same memory ("cycle": the same input would give the same output again); the reason
-is logged and returned.
+converged but incomplete prediction is set aside and the slide goes on; when the traversal converges again within
+``converge_distance`` of a set-aside position with the same memory (it has come back to that vertebra), the vertebra is
+written into the memory flagged incomplete (``complete`` False, ``accepted`` "returned to") instead of being visited
+once more. A patch position reached a second time with the same memory is a local cycle (the same input would give the
+same output again): the position is recorded and the slide moves on to its next position. The traversal ends when the
+slide has passed the whole volume ("no vertebra left") or after ``max_steps`` network evaluations ("step bound"); the
+reason is logged and returned.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ __all__ = ["END_REASONS", "Traversal", "traverse", "IterativeInferer"]
 
 logger = logging.getLogger(__name__)
 
-END_REASONS = ("no vertebra left", "step bound", "cycle")
+END_REASONS = ("no vertebra left", "step bound")
 
 
 @dataclass
 class Traversal:
     """The outcome of :func:`traverse`: ``labels`` ``(*S)`` int16 (instances 1, 2, ... in the order found), the
     number of network evaluations ``steps``, why it ended (``reason``, one of :data:`END_REASONS`, and ``detail``), the
-    accepted ``instances`` (label, voxels, patch origin, completeness, touches the edge), the rejected converged
-    positions and the wall time in seconds."""
+    accepted ``instances`` (``label``, ``voxels``, patch ``origin``, the completeness head's decision ``complete``,
+    ``edge``: touches the volume edge, ``accepted``: "complete" | "edge" | "returned to"), the converged incomplete
+    positions set aside (``rejected``), the positions where a local cycle was left (``cycles``), the ``patch_size`` and
+    the wall time in seconds."""
 
     labels: torch.Tensor
     steps: int = 0
@@ -45,6 +50,8 @@ class Traversal:
     detail: str = ""
     instances: list[dict] = field(default_factory=list)
     rejected: list[tuple[int, ...]] = field(default_factory=list)
+    cycles: list[tuple[int, ...]] = field(default_factory=list)
+    patch_size: tuple[int, ...] = ()
     seconds: float = 0.0
 
 
@@ -97,8 +104,9 @@ def traverse(
     volume = F.pad(image.float(), pad, value=pad_value)
     padded = tuple(volume.shape)
     memory = InstanceMemory(padded, device=volume.device)
-    result = Traversal(labels=memory.labels)
+    result = Traversal(labels=memory.labels, patch_size=patch)
     visited: set[tuple[tuple[int, ...], int]] = set()
+    set_aside: set[tuple[tuple[int, ...], int]] = set()  # converged incomplete (position, memory count)
     limit = [p - q for p, q in zip(padded, patch)]
 
     def window(pos: tuple[int, ...]) -> tuple[slice, ...]:
@@ -118,13 +126,21 @@ def traverse(
         result.reason, result.detail = reason, detail
         return result
 
+    def returned_to(pos: tuple[int, ...]) -> bool:
+        return any(
+            count == memory.count and max(abs(a - b) for a, b in zip(pos, old)) <= converge_distance
+            for old, count in set_aside
+        )
+
     def follow(pos: tuple[int, ...]) -> Traversal | None:
         while True:
             if result.steps >= max_steps:
                 return end("step bound", f"{max_steps} network evaluations")
             key = (pos, memory.count)
-            if key in visited:
-                return end("cycle", f"patch at {list(pos)} reached twice with {memory.count} vertebrae in memory")
+            if key in visited and key not in set_aside:
+                result.cycles.append(pos)
+                logger.debug("patch at %s reached twice with %d in memory: moving on", list(pos), memory.count)
+                return None  # a local cycle: the slide moves on
             visited.add(key)
             sl = window(pos)
             x = torch.stack([volume[sl], memory.patch(sl)])[None]
@@ -140,12 +156,21 @@ def traverse(
                 pos = new
                 continue
             edge = touches_edge(mask, pos)
-            if not (complete or edge):
+            accepted = "complete" if complete else "edge" if edge else "returned to" if returned_to(pos) else ""
+            if not accepted:
+                set_aside.add(key)
                 result.rejected.append(pos)
                 return None
             label = memory.add(sl, mask)
             result.instances.append(
-                {"label": label, "voxels": int(mask.sum()), "origin": list(pos), "complete": complete, "edge": edge}
+                {
+                    "label": label,
+                    "voxels": int(mask.sum()),
+                    "origin": list(pos),
+                    "complete": complete,
+                    "edge": edge,
+                    "accepted": accepted,
+                }
             )
 
     for pos in _scan_positions(padded, patch, stride):
@@ -157,13 +182,17 @@ def traverse(
     result.labels = memory.labels[tuple(slice(0, n) for n in shape)]
     result.seconds = time.perf_counter() - start
     logger.info(
-        "traversal ended (%s: %s) after %d steps, %.1f s: %d vertebrae accepted, %d converged predictions rejected",
+        "traversal ended (%s: %s) after %d steps, %.1f s: %d vertebrae accepted (%d incomplete: %s), %d converged "
+        "predictions set aside, %d local cycles left",
         result.reason,
         result.detail,
         result.steps,
         result.seconds,
         len(result.instances),
+        sum(not i["complete"] for i in result.instances),
+        [i["label"] for i in result.instances if not i["complete"]],
         len(result.rejected),
+        len(result.cycles),
     )
     return result
 

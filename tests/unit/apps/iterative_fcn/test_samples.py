@@ -102,3 +102,21 @@ def test_loss_matches_the_formula_and_has_gradients():
     assert pred.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="expected"):
         InstanceLoss()(pred, label[:, :2])
+
+
+@pytest.mark.parametrize("completeness_weight", [1.0, 0.25])
+def test_loss_sum_reduction_is_the_papers_sums(completeness_weight):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(2, 2, 4, 4, 4, generator=g)
+    t = (torch.rand(2, 4, 4, 4, generator=g) > 0.5).float()
+    w = 1 + torch.rand(2, 4, 4, 4, generator=g)
+    label = torch.stack([t, w, torch.ones_like(t)], 1)
+    p = torch.sigmoid(pred[:, 0])
+    seg = 0.1 * (w * p * (1 - t)).sum((1, 2, 3)) + (w * (1 - p) * t).sum((1, 2, 3))
+    bce = -torch.log(torch.sigmoid(pred[:, 1, 0, 0, 0]))
+    loss = InstanceLoss(completeness_weight=completeness_weight, seg_reduction="sum")
+    torch.testing.assert_close(loss(pred, label), (seg + completeness_weight * bce).mean())
+    mean_seg, _ = InstanceLoss().terms(pred, label)
+    torch.testing.assert_close(mean_seg, seg / w.sum((1, 2, 3)))
+    with pytest.raises(ValueError, match="seg_reduction"):
+        InstanceLoss(seg_reduction="max")
