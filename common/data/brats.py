@@ -176,7 +176,37 @@ def _check_headers(case: BratsCase, problems: list[str], atol: float = 1e-3) -> 
             )
 
 
-def find_brats_cases(dataset_dir: str | Path, require_seg: bool = True) -> list[BratsCase]:
+def _check_voxels(path: Path, is_label: bool, problems: list[str]) -> None:
+    """Read every voxel of ``path`` (the whole gzip stream), appending a problem when it cannot be read, holds NaN or
+    inf, or (``is_label``) holds a value other than the BraTS labels (no rounding: 1.5 is refused)."""
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)  # (H, W, D) with the header's scaling applied
+    except Exception as e:  # truncated or corrupt gzip streams raise EOFError, zlib.error, OSError, ValueError
+        problems.append(
+            f"{path}: expected a readable NIfTI volume (every voxel of the file), found {type(e).__name__}: {e}"
+        )
+        return
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        problems.append(
+            f"{path}: expected finite voxel values, found {int(np.isnan(data).sum())} NaN and "
+            f"{int(np.isinf(data).sum())} inf"
+        )
+    if not is_label:
+        return
+    values = np.unique(data[np.isfinite(data)] if data.dtype.kind == "f" else data)
+    allowed = sorted(BRATS_LABELS.values())
+    foreign = [v for v in values.tolist() if v not in allowed]
+    if foreign:
+        shown = ", ".join(f"{v:g}" for v in foreign[:6]) + (
+            f", ... ({len(foreign)} values)" if len(foreign) > 6 else ""
+        )
+        problems.append(
+            f"{path}: expected label values {', '.join(map(str, allowed))} (BraTS), found also {shown}"
+            + (f"; {LABEL_3_HINT}" if 3 in foreign else "")
+        )
+
+
+def find_brats_cases(dataset_dir: str | Path, require_seg: bool = True, read_voxels: bool = True) -> list[BratsCase]:
     """List the cases under ``dataset_dir`` (the folder of case folders), in name order, checking layout and headers.
 
     Every layout problem (a missing modality or segmentation when ``require_seg``, two files for one modality such as
@@ -185,7 +215,12 @@ def find_brats_cases(dataset_dir: str | Path, require_seg: bool = True) -> list[
     the headers of every file are read (no voxel data): every unreadable or non-3D header, and every file whose shape
     or affine differs from the other files of its case (they are co-registered on one grid), is reported in one
     ``ValueError``. Other files (CSV side files, notes) are ignored. With ``require_seg=False`` (validation folders)
-    ``seg`` is ``None`` where absent.
+    ``seg`` is ``None`` where absent. Then, with ``read_voxels`` (default), every file is read whole (a NIfTI header
+    does not tell a truncated ``.nii.gz``): every unreadable file, every image or segmentation with NaN or inf and
+    every segmentation with a value other than 0, 1, 2, 4 is reported in one ``ValueError`` before anything is built
+    on the data (an error inside MONAI's caching threads aborts the process instead). This reads the whole copy once
+    more (as long as loading it: 0.03 s more for the 10 synthetic cases of 32x32x24 voxels, 0.12 s for 20 of
+    64x64x48, 0.2 s per case of five 240x240x155 files, measured on the synthetic copy); ``read_voxels=False`` skips it.
     """
     root = Path(dataset_dir)
     if not root.is_dir():
@@ -219,6 +254,23 @@ def find_brats_cases(dataset_dir: str | Path, require_seg: bool = True) -> list[
             "with `nib-ls <files>`",
         )
     logger.info("BraTS %s: %d cases, headers checked in %.1f s", root, len(cases), time.perf_counter() - t0)
+    if read_voxels:
+        t0 = time.perf_counter()
+        for case in cases:
+            for path in case.images.values():
+                _check_voxels(path, False, problems)
+            if case.seg is not None:
+                _check_voxels(case.seg, True, problems)
+        if problems:
+            raise_problems(
+                ValueError,
+                root,
+                "unreadable files, non-finite voxels or labels other than BraTS'",
+                problems,
+                "a truncated file is an interrupted download or copy: fetch the case again (`gzip -t <file>` tests a "
+                ".nii.gz); segmentations hold 0 background, 1 necrotic core, 2 oedema, 4 enhancing tumour",
+            )
+        logger.info("BraTS %s: every voxel read and checked in %.1f s", root, time.perf_counter() - t0)
     return cases
 
 

@@ -3,7 +3,14 @@ weights, I/O."""
 
 from __future__ import annotations
 
-from .clicks import SimulateClicks, SimulateClicksd, clicks_per_region, clicks_to_seeds, simulate_clicks
+from .clicks import (
+    SimulateClicks,
+    SimulateClicksd,
+    clicks_per_region,
+    clicks_to_seeds,
+    paint_balls,
+    simulate_clicks,
+)
 from .geodesic import BACKENDS, GeodesicMaps, GeodesicMapsd, geodesic_map, has_fastgeodis, has_geodistk
 from .intensity import (
     HounsfieldUnits,

@@ -17,7 +17,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
-from common.synthetic.brats import VALIDATION_FOLDERS
+from common.data import fold_of
+from common.synthetic.brats import TRAINING_FOLDERS, VALIDATION_FOLDERS, write_synthetic_brats
 from tests.bundles.conftest import DEEPIGEOS_STAGES as STAGES
 from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
 
@@ -47,7 +48,8 @@ def test_each_stage_writes_its_weights_with_its_settings(staged):
     crf = {"crf_window": 3, "crf_iterations": 2, "crf_hidden": [32, 16]}
     assert json.loads((models / "pnet_crf.json").read_text())["settings"].items() >= crf.items()
     assert json.loads((models / "rnet.json").read_text())["settings"]["geodesic_lambda"] == 1.0
-    assert json.loads((models / "rnet_euclidean.json").read_text())["settings"]["geodesic_lambda"] == 0.0
+    euclidean = json.loads((models / "rnet_euclidean.json").read_text())["settings"]
+    assert euclidean["geodesic_lambda"] == 0.0 and euclidean["geodesic_scale"] == 5.85  # the matched scale
     keys = torch.load(models / "rnet_crf.pt", map_location="cpu", weights_only=True).keys()
     assert {k.split(".")[0] for k in keys} == {"backbone", "crf"}
     for stage in ("pnet_crf", "rnet", "rnet_euclidean", "rnet_crf"):  # each stage resumes from its own file
@@ -88,7 +90,7 @@ def test_evaluation_reports_every_round_with_its_clicks(staged):
     )
     summary = list(csv.DictReader(open(out / "interactive_evaluation.csv")))
     automatic = ["P-Net", "P-Net + CRF-Net(f)"]
-    interactive = ["R-Net", "R-Net + CRF-Net(fu)", "R-Net, Euclidean maps"]
+    interactive = ["R-Net", "R-Net + CRF-Net(fu)", "R-Net, Euclidean maps", "Balls at the clicks, no network"]
     assert [(r["method"], r["round"]) for r in summary] == [(m, "0") for m in automatic] + [
         (m, str(r)) for m in interactive for r in (1, 2, 3)
     ]
@@ -108,6 +110,7 @@ def test_evaluation_reports_every_round_with_its_clicks(staged):
     md = (out / "interactive_evaluation.md").read_text()
     assert "| R-Net + CRF-Net(fu) | 3 |" in md and "P-Net + CRF-Net(f) >= P-Net" in md
     assert "R-Net on geodesic maps >= on Euclidean maps, round by round" in md
+    assert "ball_radius" in md and "(chosen from 1, 2, 3, 5, 7 by the mean Dice after round 3" in md
     assert (out / "dice_vs_clicks.png").stat().st_size > 1000
 
 
@@ -249,3 +252,58 @@ def test_missing_data_and_missing_earlier_stage_say_what_to_do(bundle_data, tmp_
     cmd = bundle_command(root, configs, "--dataset_dir", str(bundle_data(BUNDLE)), run_id="training")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode != 0 and "model.pt: expected trained weights" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def brats21_copy(tmp_path_factory):
+    """A BraTS 2021-layout copy of the bundle's synthetic data set (its shape and case count), written once."""
+    out = tmp_path_factory.mktemp("brats21")
+    write_synthetic_brats(out, n_cases=10, shape=(32, 32, 24), n_validation=0, seed=0, release=2021)
+    return out / TRAINING_FOLDERS[2021]
+
+
+def _damaged(copy, tmp_path, damage) -> tuple:
+    """A copy of ``copy`` with ``damage(case_folder)`` applied to its first training case (not a held-out one: every
+    fold's files are read); returns (data, damaged file)."""
+    data = shutil.copytree(copy, tmp_path / copy.name)
+    folds = fold_of(sorted(p.name for p in data.iterdir() if p.is_dir()), 5, 0)
+    case = next(c for c, k in sorted(folds.items()) if k not in (0, 1))  # train.json: test fold 0, validation 1
+    return data, damage(data / case)
+
+
+def _truncate_flair(case):
+    path = case / f"{case.name}_flair.nii.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # the header survives, the voxel stream ends early
+    return path
+
+
+def _label_3(case):
+    path = case / f"{case.name}_seg.nii.gz"
+    img = nib.load(path)
+    seg = np.asarray(img.dataobj).copy()
+    seg[seg == 1] = 3  # the Decathlon / BraTS 2023 convention mixed in
+    nib.save(nib.Nifti1Image(seg, img.affine), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [(_truncate_flair, "expected a readable NIfTI volume"), (_label_3, "expected label values 0, 1, 2, 4")],
+    ids=["truncated_flair", "label_3"],
+)
+def test_damaged_copy_is_refused_cleanly_naming_the_file(brats21_copy, tmp_path, damage, expected):
+    """A truncated image and a foreign label value: exit code 1 (not an abort in the caching threads), the file named
+    with what was expected and found, and no weights written."""
+    data, path = _damaged(brats21_copy, tmp_path, damage)
+    root = shutil.copytree(
+        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    )
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    cmd = bundle_command(root, [root / "configs" / "train.json", tiny], "--dataset_dir", str(data), run_id="training")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 1, f"exit code {r.returncode}:\n{r.stderr[-3000:]}"
+    assert f"{path}: {expected}" in r.stderr, r.stderr[-3000:]
+    assert "found" in r.stderr.split(f"{path}: {expected}")[1].splitlines()[0]
+    assert not (root / "models").exists()

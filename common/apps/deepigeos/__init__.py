@@ -7,7 +7,7 @@ from .evaluation import AUTOMATIC, INTERACTIVE, InteractiveEvaluation, Round
 from .interactive import brain_box, refine_clicks, voxel_indices
 from .refinement import Refinement, refine, refinement_box
 from .report import markdown_report, orderings, plot_dice_vs_clicks, summarise_rounds, write_reports
-from .samples import PredictLabeld, RefinementSampled, case_seed, image_spacing, segment
+from .samples import PredictLabeld, RefinementSampled, case_seed, image_spacing, matched_euclidean_scale, segment
 
 __all__ = [
     "AUTOMATIC",
@@ -29,5 +29,6 @@ __all__ = [
     "RefinementSampled",
     "case_seed",
     "image_spacing",
+    "matched_euclidean_scale",
     "segment",
 ]

@@ -1,11 +1,12 @@
 """Interactive evaluation of DeepIGeoS on held-out cases: the automatic segmentations, then rounds of simulated clicks
-refined by R-Net, R-Net + CRF-Net(fu) and R-Net on Euclidean maps (the ablation), scored after every round."""
+refined by R-Net, R-Net + CRF-Net(fu), R-Net on Euclidean maps (the ablation) and, as a baseline without a network,
+balls painted at the clicks, scored after every round."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from common.apps.deepigeos.report import plot_dice_vs_clicks, summarise_rounds, 
 from common.apps.deepigeos.samples import case_seed, image_spacing, segment
 from common.metrics.surface import surface_distances
 from common.networks.blocks import CRFNet
-from common.transforms import clicks_to_seeds, simulate_clicks
+from common.transforms import clicks_to_seeds, paint_balls, simulate_clicks
 
 __all__ = ["AUTOMATIC", "INTERACTIVE", "Round", "InteractiveEvaluation"]
 
@@ -34,6 +35,7 @@ INTERACTIVE = {
     "rnet": "R-Net",
     "rnet_crf": "R-Net + CRF-Net(fu)",
     "rnet_euclidean": "R-Net, Euclidean maps",
+    "balls": "Balls at the clicks, no network",
 }
 """The refinement methods and their names in the tables."""
 
@@ -57,6 +59,7 @@ class _Refiner:
     network: nn.Module
     crf: CRFNet | None
     lamb: float
+    scale: float
 
 
 def _dice(pred: torch.Tensor, label: torch.Tensor) -> float:
@@ -82,8 +85,14 @@ class InteractiveEvaluation:
     of a round are drawn from a random state seeded by ``seed``, the case and the round, so round 1 gives every
     method the same clicks. A round without clicks (no error region large enough) leaves the label as it is.
 
-    Methods: ``rnet`` (R-Net, geodesic maps), ``rnet_crf`` (the R-Net and CRF-Net(fu) trained jointly) and, when
-    ``rnet_euclidean`` is given, that R-Net (trained on Euclidean maps, ``lamb = 0``) with Euclidean maps.
+    Methods: ``rnet`` (R-Net, geodesic maps), ``rnet_crf`` (the R-Net and CRF-Net(fu) trained jointly), when
+    ``rnet_euclidean`` is given, that R-Net (trained on Euclidean maps, ``lamb = 0``, scaled by ``euclidean_scale``)
+    with Euclidean maps, and when ``ball_radii`` is given, ``balls``: no network, the label refined (the initial or the
+    previous one, as for R-Net) with a ball of ``radius`` voxels painted at every click so far
+    (:func:`common.transforms.paint_balls`: foreground 1, background 0, clicked voxels keep their label), with the same
+    clicks, seeds and rounds. Its radius is the one of ``ball_radii`` with the highest mean Dice after the last round
+    on ``validation_data`` (ties: the smaller), chosen when :meth:`run` starts and stated in the report
+    (``ball_radius``; one radius without ``validation_data`` is used as given).
 
     Writes to ``output_dir`` (:func:`~common.apps.deepigeos.report.write_reports`): ``interactive_evaluation.csv``
     (mean and sd over cases per method and round: clicks in the round, clicks so far, Dice, ASSD, seconds per
@@ -101,6 +110,10 @@ class InteractiveEvaluation:
             ``backbone`` and ``crf`` are used).
         output_dir: where the reports go.
         rnet_euclidean: R-Net trained on Euclidean maps, or ``None`` (no ablation rows).
+        euclidean_scale: the ``scale`` of its maps (``1 - exp(-d / scale)``, ``d`` in mm), the value it was trained
+            with; the geodesic maps use 1.
+        ball_radii: the radii (voxels) the ball baseline chooses from, or ``None`` (no baseline rows).
+        validation_data: cases as ``data`` (e.g. the validation fold) on which the radius is chosen.
         rounds: rounds of clicks.
         start: ``"pnet_crf"`` or ``"pnet"``: the automatic label the refinement starts from.
         refine_from: ``"initial"`` (the ``start`` label in every round) or ``"previous"`` (the last round's label).
@@ -123,6 +136,9 @@ class InteractiveEvaluation:
         rnet_crf: nn.Module,
         output_dir: str | Path,
         rnet_euclidean: nn.Module | None = None,
+        euclidean_scale: float = 1.0,
+        ball_radii: Sequence[float] | None = None,
+        validation_data: Iterable[Mapping] | None = None,
         rounds: int = 5,
         start: str = "pnet_crf",
         refine_from: str = "initial",
@@ -144,6 +160,12 @@ class InteractiveEvaluation:
             raise ValueError(f"start: expected one of {list(AUTOMATIC)}, found {start!r}")
         if refine_from not in ("initial", "previous"):
             raise ValueError(f"refine_from: expected 'initial' or 'previous', found {refine_from!r}")
+        if ball_radii is not None and (not len(ball_radii) or min(ball_radii) < 0):
+            raise ValueError(f"ball_radii: expected radii >= 0 in voxels, found {list(ball_radii)}")
+        if ball_radii is not None and len(ball_radii) > 1 and validation_data is None:
+            raise ValueError(
+                f"validation_data: expected the cases the ball radius is chosen on among {list(ball_radii)}, found None"
+            )
         if not (hasattr(rnet_crf, "backbone") and isinstance(getattr(rnet_crf, "crf", None), CRFNet)):
             raise ValueError(
                 f"rnet_crf: expected R-Net + CRF-Net(fu) as one module with .backbone and .crf (CRFSegmenter), found "
@@ -154,11 +176,16 @@ class InteractiveEvaluation:
         self.automatic = {"pnet": pnet.to(self.device).eval(), "pnet_crf": pnet_crf.to(self.device).eval()}
         rnet_crf = rnet_crf.to(self.device).eval()
         self.refiners = [
-            _Refiner("rnet", rnet.to(self.device).eval(), None, 1.0),
-            _Refiner("rnet_crf", rnet_crf.backbone, rnet_crf.crf, 1.0),
+            _Refiner("rnet", rnet.to(self.device).eval(), None, 1.0, 1.0),
+            _Refiner("rnet_crf", rnet_crf.backbone, rnet_crf.crf, 1.0, 1.0),
         ]
         if rnet_euclidean is not None:
-            self.refiners.append(_Refiner("rnet_euclidean", rnet_euclidean.to(self.device).eval(), None, 0.0))
+            net = rnet_euclidean.to(self.device).eval()
+            self.refiners.append(_Refiner("rnet_euclidean", net, None, 0.0, float(euclidean_scale)))
+        self.ball_radii = None if ball_radii is None else [float(r) for r in ball_radii]
+        self.validation_data = validation_data
+        self.ball_radius: float | None = None if ball_radii is None or len(ball_radii) > 1 else float(ball_radii[0])
+        self.ball_choice: dict[float, float] = {}
         self.output_dir = Path(output_dir)
         self.rounds, self.start, self.refine_from, self.margin = int(rounds), start, refine_from, margin
         self.geodesic_backend = geodesic_backend
@@ -168,17 +195,31 @@ class InteractiveEvaluation:
 
     def settings(self) -> dict[str, object]:
         """What the table was made with (written into the markdown report)."""
-        return {
-            "rounds": self.rounds,
-            "start": AUTOMATIC[self.start],
-            "refine_from": self.refine_from,
-            "min_size": self.min_size,
-            "voxels_per_click": self.voxels_per_click,
-            "max_clicks": self.max_clicks,
-            "margin": self.margin,
-            "geodesic_backend": self.geodesic_backend,
-            "seed": self.seed,
-        }
+        balls = {}
+        if self.ball_radii is not None:
+            choice = ", ".join(f"r {r:g}: {d:.4f}" for r, d in self.ball_choice.items())
+            balls["ball_radius"] = f"{self.ball_radius:g}" + (
+                f" voxels (chosen from {', '.join(f'{r:g}' for r in self.ball_radii)} by the mean Dice after round "
+                f"{self.rounds} on the validation cases: {choice})"
+                if self.ball_choice
+                else " voxels (given)"
+            )
+        euclidean = [r.scale for r in self.refiners if r.key == "rnet_euclidean"]
+        return (
+            {
+                "rounds": self.rounds,
+                "start": AUTOMATIC[self.start],
+                "refine_from": self.refine_from,
+                "min_size": self.min_size,
+                "voxels_per_click": self.voxels_per_click,
+                "max_clicks": self.max_clicks,
+                "margin": self.margin,
+                "geodesic_backend": self.geodesic_backend,
+                "seed": self.seed,
+            }
+            | ({"euclidean_scale": euclidean[0]} if euclidean else {})
+            | balls
+        )
 
     def _scores(self, pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float]) -> dict[str, object]:
         surface = surface_distances(pred[None, None], label[None, None], spacing, include_background=True)
@@ -213,16 +254,20 @@ class InteractiveEvaluation:
                 | self._scores(labels[key], label, spacing)
                 | {"seconds": time.perf_counter() - t0}
             )
-        for refiner in self.refiners:
-            steps = self.simulate(refiner.key, refine_image, label, labels[self.start], case, spacing)
+        for method in self.methods():
+            steps = self.simulate(method, refine_image, label, labels[self.start], case, spacing)
             for r, step in enumerate(steps, 1):
                 rows.append(
-                    {"case": case, "method": INTERACTIVE[refiner.key], "round": r, "clicks": step.clicks}
+                    {"case": case, "method": INTERACTIVE[method], "round": r, "clicks": step.clicks}
                     | {"clicks_total": step.clicks_total}
                     | self._scores(step.label, label, spacing)
                     | {"seconds": step.seconds}
                 )
         return rows
+
+    def methods(self) -> list[str]:
+        """The keys of :data:`INTERACTIVE` evaluated, in table order."""
+        return [r.key for r in self.refiners] + ([] if self.ball_radii is None else ["balls"])
 
     def simulate(
         self,
@@ -232,11 +277,13 @@ class InteractiveEvaluation:
         start: torch.Tensor,
         case: str,
         spacing: Sequence[float] | None = None,
+        radius: float | None = None,
     ) -> list[Round]:
         """The rounds of one refinement method on one case.
 
         Args:
-            method: a key of :data:`INTERACTIVE` among the methods evaluated.
+            method: a key of :data:`INTERACTIVE` among the methods evaluated (``balls``: the chosen radius, or the
+                radius ``radius`` when given).
             image: ``(1, *S)`` the image R-Net sees; label: ``(*S)`` ground truth; start: ``(*S)`` the automatic label.
             case: the case id the clicks are seeded with (with :attr:`seed` and the round).
             spacing: voxel size for the maps (``None``: 1).
@@ -244,10 +291,18 @@ class InteractiveEvaluation:
         Returns: one :class:`Round` per round: the label after it (``(*S)`` int64, CPU), its new clicks and their
         count, the count so far, and the seconds of the refinement step (0 for a round without clicks).
         """
-        refiner = next((r for r in self.refiners if r.key == method), None)
-        if refiner is None:
-            raise ValueError(f"method: expected one of {[r.key for r in self.refiners]}, found {method!r}")
+        if method not in self.methods():
+            raise ValueError(f"method: expected one of {self.methods()}, found {method!r}")
         image = convert_to_tensor(image, dtype=torch.float32, track_meta=False).to(self.device)
+        if method == "balls":
+            radius = self.ball_radius if radius is None else radius
+            if radius is None:
+                raise ValueError(
+                    "radius: expected the ball radius, found None (run() chooses it on the validation cases)"
+                )
+            step = self._ball_step(radius)
+        else:
+            step = self._network_step(next(r for r in self.refiners if r.key == method), image, spacing)
         label = convert_to_tensor(label, track_meta=False).cpu() != 0
         initial = convert_to_tensor(start, track_meta=False).cpu().long()
         current = initial
@@ -268,26 +323,72 @@ class InteractiveEvaluation:
             seconds = 0.0
             if len(fg) + len(bg):
                 seeds = np.maximum(seeds, clicks_to_seeds(fg, bg, tuple(label.shape)))
-                step = refine(
-                    image,
-                    initial if self.refine_from == "initial" else current,
-                    torch.from_numpy(seeds),
-                    refiner.network,
-                    2,
-                    crf=refiner.crf,
-                    margin=self.margin,
-                    spacing=spacing,
-                    geodesic_backend=self.geodesic_backend,
-                    lamb=refiner.lamb,
-                )
-                current = step.probabilities.argmax(0).cpu()
-                seconds = sum(step.seconds.values())
+                current, seconds = step(initial if self.refine_from == "initial" else current, torch.from_numpy(seeds))
             out.append(Round(current, fg, bg, len(fg) + len(bg), total, seconds))
         return out
+
+    def _network_step(
+        self, refiner: _Refiner, image: torch.Tensor, spacing: Sequence[float] | None
+    ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
+        """``(label (*S), seeds (2, *S)) -> (new label (*S) int64 on the CPU, seconds)`` by :func:`refine`."""
+
+        def step(base: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, float]:
+            out = refine(
+                image,
+                base,
+                seeds,
+                refiner.network,
+                2,
+                crf=refiner.crf,
+                margin=self.margin,
+                spacing=spacing,
+                geodesic_backend=self.geodesic_backend,
+                lamb=refiner.lamb,
+                scale=refiner.scale,
+            )
+            return out.probabilities.argmax(0).cpu(), sum(out.seconds.values())
+
+        return step
+
+    @staticmethod
+    def _ball_step(radius: float) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
+        """``(label (*S), seeds (2, *S)) -> (new label (*S) int64, seconds)`` by
+        :func:`~common.transforms.paint_balls`."""
+
+        def step(base: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, float]:
+            t0 = time.perf_counter()
+            out = paint_balls(base, seeds, radius)
+            return out, time.perf_counter() - t0
+
+        return step
+
+    def choose_ball_radius(self) -> float:
+        """The radius of :attr:`ball_radii` with the highest mean Dice after the last round on ``validation_data``
+        (ties: the smaller; the start label and clicks as on the test cases); sets :attr:`ball_radius` and
+        :attr:`ball_choice` (radius -> mean Dice)."""
+        if self.ball_radii is None or self.validation_data is None:
+            raise ValueError("choose_ball_radius: expected ball_radii and validation_data, found None")
+        dice: dict[float, list[float]] = {r: [] for r in sorted(self.ball_radii)}
+        for item in self.validation_data:
+            case = str(item["case"])
+            image = convert_to_tensor(item["image"], dtype=torch.float32, track_meta=False).to(self.device)
+            label = convert_to_tensor(item["label"], track_meta=False)[0].cpu() != 0
+            start = segment(self.automatic[self.start], image, self.inferer, self.device, self.amp)
+            for r in dice:
+                last = self.simulate("balls", image, label, start, case, radius=r)[-1]
+                dice[r].append(_dice(last.label, label))
+        if not any(dice.values()):
+            raise ValueError("validation_data: expected at least one case to choose the ball radius on, found none")
+        self.ball_choice = {r: float(np.mean(v)) for r, v in dice.items()}
+        self.ball_radius = max(self.ball_choice, key=lambda r: (self.ball_choice[r], -r))
+        logger.info("ball radius %g chosen on the validation cases (mean Dice %s)", self.ball_radius, self.ball_choice)
+        return self.ball_radius
 
     def run(self) -> list[dict]:
         """Evaluate every case and write the reports; returns the summary rows (as in the CSV)."""
         t0 = time.perf_counter()
+        if self.ball_radii is not None and self.validation_data is not None:
+            self.choose_ball_radius()
         rows = []
         for item in self.data:
             case_rows = self._case(item)
@@ -301,7 +402,7 @@ class InteractiveEvaluation:
         if not rows:
             raise ValueError("data: expected at least one test case, found none")
         summary = summarise_rounds(rows)
-        methods = [AUTOMATIC[k] for k in AUTOMATIC] + [INTERACTIVE[r.key] for r in self.refiners]
+        methods = [AUTOMATIC[k] for k in AUTOMATIC] + [INTERACTIVE[k] for k in self.methods()]
         write_reports(self.output_dir, summary, rows, methods, self.settings())
         plot_dice_vs_clicks(summary, methods, self.output_dir / "dice_vs_clicks.png", AUTOMATIC[self.start])
         logger.info("interactive evaluation done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)

@@ -61,6 +61,7 @@ def refine_clicks(
     spacing: Sequence[float] | None = None,
     lamb: float = 1.0,
     geodesic_backend: str = "fastgeodis",
+    scale: float = 1.0,
 ) -> torch.Tensor:
     """Refine ``label`` with the user's clicks on the input grid: image + current label + clicks -> new label.
 
@@ -81,8 +82,9 @@ def refine_clicks(
         crf: CRF-Net(fu), or None.
         brain_margin: the bundle's ``brain_margin`` (voxels around the brain in its crop).
         rnet_background: the bundle's ``rnet_background`` (the value outside the brain in R-Net's image).
-        margin, spacing, lamb, geodesic_backend: as in :func:`~common.apps.deepigeos.refine` (the bundle's
-            ``refine_margin``, ``geodesic_lambda``, ``geodesic_backend``); ``spacing`` None: the image's ``pixdim``.
+        margin, spacing, lamb, geodesic_backend, scale: as in :func:`~common.apps.deepigeos.refine` (the bundle's
+            ``refine_margin``, ``geodesic_lambda``, ``geodesic_backend``, ``geodesic_scale``); ``spacing`` None: the
+            image's ``pixdim``.
 
     Returns: ``(*S)`` uint8 label (0 / 1) on the input grid, on the CPU.
 
@@ -128,6 +130,7 @@ def refine_clicks(
         spacing=spacing,
         geodesic_backend=geodesic_backend,
         lamb=lamb,
+        scale=scale,
     )
     result = lab.to(torch.uint8, copy=True)  # the caller's label is left as it is
     result[box] = out.probabilities.argmax(0).cpu().to(torch.uint8)

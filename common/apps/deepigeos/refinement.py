@@ -76,6 +76,7 @@ def refine(
     spacing: Sequence[float] | None = None,
     geodesic_backend: str = "fastgeodis",
     lamb: float = 1.0,
+    scale: float = 1.0,
 ) -> Refinement:
     """Refine ``label`` with the user's clicks, as DeepIGeoS' second stage, on the region of interest only.
 
@@ -105,6 +106,9 @@ def refine(
         geodesic_backend: the ``backend`` of :func:`common.transforms.geodesic_map`.
         lamb: the ``lamb`` of :func:`common.transforms.geodesic_map`: 1 geodesic (DeepIGeoS), 0 Euclidean maps (the
             ablation; an R-Net trained on the same kind of maps).
+        scale: the maps are ``1 - exp(-d / scale)`` (:func:`common.transforms.geodesic_map`): 1 for geodesic maps; the
+            Euclidean ablation uses a larger one (``d`` in mm) so that its maps spread over the box as geodesic ones
+            do, the value its R-Net was trained with.
 
     Returns: :class:`Refinement` with ``(num_classes, *S)`` float32 probabilities on the device of ``image``.
 
@@ -137,7 +141,7 @@ def refine(
         lab = label[box].to(torch.float32)[None]
         t1 = _clock(device)
         seconds["crop"] = t1 - t0
-        maps = geodesic_map(img, sd, spacing=spacing, lamb=lamb, backend=geodesic_backend)
+        maps = geodesic_map(img, sd, spacing=spacing, lamb=lamb, backend=geodesic_backend, scale=scale)
         t2 = _clock(device)
         seconds["geodesic"] = t2 - t1
         logits = network(torch.cat([img, lab, maps])[None])

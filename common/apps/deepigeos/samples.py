@@ -18,7 +18,7 @@ from torch import nn
 from common.apps.deepigeos.refinement import refinement_box
 from common.transforms import clicks_to_seeds, geodesic_map, simulate_clicks
 
-__all__ = ["case_seed", "image_spacing", "segment", "PredictLabeld", "RefinementSampled"]
+__all__ = ["case_seed", "image_spacing", "segment", "PredictLabeld", "RefinementSampled", "matched_euclidean_scale"]
 
 
 def case_seed(seed: int, *parts: object) -> int:
@@ -123,6 +123,7 @@ class RefinementSampled(MapTransform):
         margin: voxels around the label and the clicks, as in :func:`refine`.
         spacing: voxel size for the maps; ``None``: the image's ``pixdim`` (a MetaTensor), else 1.
         lamb: 1 geodesic maps (DeepIGeoS), 0 Euclidean (the ablation).
+        scale: the maps' ``1 - exp(-d / scale)``, as in :func:`refine` (the Euclidean ablation's own value).
         geodesic_backend: as in :func:`refine`.
         min_size, voxels_per_click, max_clicks: the click rule and the round's budget.
         seed: base of the per-case seeds.
@@ -144,6 +145,7 @@ class RefinementSampled(MapTransform):
         margin: int | Sequence[int] = 16,
         spacing: Sequence[float] | None = None,
         lamb: float = 1.0,
+        scale: float = 1.0,
         geodesic_backend: str = "fastgeodis",
         min_size: int = 30,
         voxels_per_click: int = 100,
@@ -164,6 +166,9 @@ class RefinementSampled(MapTransform):
         self.margin = margin
         self.spacing = spacing
         self.lamb = float(lamb)
+        if not scale > 0:
+            raise ValueError(f"scale: expected a positive distance, found {scale}")
+        self.scale = float(scale)
         self.geodesic_backend = geodesic_backend
         self.min_size, self.voxels_per_click, self.max_clicks = min_size, voxels_per_click, max_clicks
         self.seed = seed
@@ -201,10 +206,56 @@ class RefinementSampled(MapTransform):
             box = tuple(slice(0, n) for n in image.shape[1:])
         region = (slice(None), *box)
         img, sd = image[region], seeds[region]
-        maps = geodesic_map(img, sd, spacing=spacing, lamb=self.lamb, backend=self.geodesic_backend)
+        maps = geodesic_map(img, sd, spacing=spacing, lamb=self.lamb, backend=self.geodesic_backend, scale=self.scale)
         d[self.output_key] = torch.cat([img, (pred[region] != 0).float(), maps])
         d[self.pred_key] = (pred[region] != 0).float()
         d[self.label_key] = (label[region] != 0).float()
         d[self.seeds_key] = sd
         d[self.clicks_key] = len(fg) + len(bg)
         return d
+
+
+def matched_euclidean_scale(
+    data: Sequence[Mapping[Hashable, object]], fit_scale: float = 1000.0, **sampler: object
+) -> dict[str, float]:
+    """The ``scale`` of Euclidean maps (``lamb = 0``) that spreads them over the refinement box as geodesic maps
+    (``lamb = 1``, ``scale = 1``) spread: the median of the Euclidean map over the boxes equals the geodesic map's.
+
+    Each item is made into an R-Net sample twice by :class:`RefinementSampled` (``sampler``: its arguments, the
+    bundle's; the same clicks and box both times), geodesic and Euclidean; the distances ``d`` of every voxel of every
+    box, in each map whose channel has a click, are pooled. The map ``1 - exp(-d / s)`` is monotonic in ``d``, so its
+    median is the map of the median distance, and the medians agree at ``s = median(d_euclidean) /
+    median(d_geodesic)``. Distances are read back from maps of scale ``fit_scale`` (larger than the distances, so
+    that float32 keeps them).
+
+    Args:
+        data: items as :class:`RefinementSampled` takes them, read twice (e.g. the training cases through the
+            bundle's R-Net preprocessing and :class:`PredictLabeld`).
+        fit_scale: the scale the distances are read back through.
+        sampler: the arguments of :class:`RefinementSampled` other than ``lamb`` and ``scale``.
+
+    Returns: ``{"scale": s, "median_geodesic": ..., "median_euclidean": ...}`` (the medians of the distances) and
+    ``"geodesic_below_0.95"``, ``"euclidean_below_0.95"``, ``"matched_below_0.95"``: the fraction of the pooled voxels
+    where the geodesic map, the Euclidean map of scale 1 and the Euclidean map of scale ``s`` are below 0.95.
+    """
+    distances: dict[float, list[np.ndarray]] = {1.0: [], 0.0: []}
+    for lamb, pooled in distances.items():
+        make = RefinementSampled(lamb=lamb, scale=fit_scale, **sampler)
+        for item in data:
+            d = make(item)
+            maps, seeds = d[make.output_key][2:].numpy(), d[make.seeds_key].numpy()
+            for c in range(2):
+                if seeds[c].any():
+                    pooled.append(-fit_scale * np.log1p(-maps[c].astype(np.float64)).ravel())
+    if not distances[1.0]:
+        raise ValueError("data: expected items with at least one simulated click, found none")
+    geo, euc = (np.concatenate(distances[k]) for k in (1.0, 0.0))
+    scale = float(np.median(euc) / np.median(geo))
+    return {
+        "scale": scale,
+        "median_geodesic": float(np.median(geo)),
+        "median_euclidean": float(np.median(euc)),
+        "geodesic_below_0.95": float(np.mean(-np.expm1(-geo) < 0.95)),
+        "euclidean_below_0.95": float(np.mean(-np.expm1(-euc) < 0.95)),
+        "matched_below_0.95": float(np.mean(-np.expm1(-euc / scale) < 0.95)),
+    }

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .array import SimulateClicks, clicks_per_region, clicks_to_seeds, simulate_clicks
+from .array import SimulateClicks, clicks_per_region, clicks_to_seeds, paint_balls, simulate_clicks
 from .dictionary import SimulateClicksd
 
-__all__ = ["SimulateClicks", "SimulateClicksd", "clicks_per_region", "clicks_to_seeds", "simulate_clicks"]
+__all__ = [
+    "SimulateClicks",
+    "SimulateClicksd",
+    "clicks_per_region",
+    "clicks_to_seeds",
+    "paint_balls",
+    "simulate_clicks",
+]

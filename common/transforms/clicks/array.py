@@ -13,7 +13,7 @@ from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["clicks_per_region", "simulate_clicks", "clicks_to_seeds", "SimulateClicks"]
+__all__ = ["clicks_per_region", "simulate_clicks", "clicks_to_seeds", "paint_balls", "SimulateClicks"]
 
 
 def clicks_per_region(size: int, min_size: int = 30, voxels_per_click: int = 100) -> int:
@@ -127,6 +127,40 @@ def clicks_to_seeds(foreground: np.ndarray, background: np.ndarray, spatial_shap
         if len(points):
             seeds[(channel, *np.asarray(points).T)] = 1.0
     return seeds
+
+
+def paint_balls(label: NdarrayOrTensor, seeds: NdarrayOrTensor, radius: float) -> NdarrayOrTensor:
+    """The clicks painted on ``label`` as balls, with no network (a baseline of click refinement).
+
+    Every voxel within ``radius`` voxels (Euclidean, in voxel units whatever the spacing) of a click takes the label
+    of the nearest click: 1 for foreground clicks, 0 for background clicks (a voxel as near to a background click as
+    to a foreground one becomes background); every other voxel keeps its label. A clicked voxel is its own nearest
+    click, so it always ends with the label it was clicked as; ``radius = 0`` paints the clicked voxels only.
+
+    Args:
+        label: ``(*S)`` binary label (any integer, bool or float dtype; non-zero is foreground).
+        seeds: ``(2, *S)`` background (channel 0) and foreground (channel 1) click maps, non-zero at the clicks, as
+            :func:`clicks_to_seeds` makes them; no voxel in both.
+        radius: ball radius in voxels, ``>= 0``.
+
+    Returns: ``(*S)`` the painted label, 0/1 in the type, dtype and device of ``label``.
+    """
+    lab = convert_to_numpy(label) != 0
+    sd = convert_to_numpy(seeds) != 0
+    if sd.shape != (2, *lab.shape):
+        raise ValueError(f"seeds: expected (2, *S) with S the label's {lab.shape}, found {sd.shape}")
+    if not radius >= 0:
+        raise ValueError(f"radius: expected a radius in voxels >= 0, found {radius}")
+    if (sd[0] & sd[1]).any():
+        raise ValueError(
+            f"seeds: expected no voxel clicked as both background and foreground, found {int((sd[0] & sd[1]).sum())}"
+        )
+    far = np.full(lab.shape, np.inf)
+    bg, fg = (ndimage.distance_transform_edt(~s) if s.any() else far for s in sd)  # distance to the nearest click
+    out = lab.copy()
+    out[(fg <= radius) & (fg < bg)] = True
+    out[(bg <= radius) & (bg <= fg)] = False
+    return convert_to_dst_type(out, label, dtype=label.dtype)[0]
 
 
 class SimulateClicks(Randomizable, Transform):

@@ -246,6 +246,36 @@ def test_shape_and_affine_mismatches_are_named_per_file(brats20, tmp_path):
     assert "nib-ls" in msg
 
 
+def test_unreadable_non_finite_and_foreign_label_voxels_are_named_per_file(brats20, tmp_path):
+    """Every voxel is read before anything is built on the data: a truncated stream, NaN / inf and labels other than
+    0, 1, 2, 4 (unrounded) in one error; with read_voxels=False only the headers are checked."""
+    train = _copy(_train(brats20), tmp_path)
+    flair = train / "BraTS20_Training_001/BraTS20_Training_001_flair.nii.gz"
+    raw = flair.read_bytes()
+    flair.write_bytes(raw[: len(raw) // 2])  # the header reads, the voxel stream ends early
+    t2 = train / "BraTS20_Training_002/BraTS20_Training_002_t2.nii.gz"
+    image = _array(t2).astype(np.float32)
+    image[0, 0, :3] = np.nan
+    image[1, 1, 0] = np.inf
+    _resave(t2, t2, array=image)
+    seg3, seg15 = (train / f"BraTS20_Training_00{i}/BraTS20_Training_00{i}_seg.nii.gz" for i in (3, 4))
+    seg = _array(seg3).copy()
+    seg[seg == 2] = 3  # oedema as the Decathlon numbers it
+    _resave(seg3, seg3, array=seg)
+    seg = _array(seg15).astype(np.float32)
+    seg[0, 0, 0] = 1.5
+    _resave(seg15, seg15, array=seg)
+    with pytest.raises(ValueError) as e:
+        find_brats_cases(train)
+    msg = str(e.value)
+    assert "(4 problems)" in msg
+    assert f"{flair}: expected a readable NIfTI volume (every voxel of the file), found EOFError" in msg
+    assert f"{t2}: expected finite voxel values, found 3 NaN and 1 inf" in msg
+    assert f"{seg3}: expected label values 0, 1, 2, 4 (BraTS), found also 3; label 3 is not a BraTS" in msg
+    assert f"{seg15}: expected label values 0, 1, 2, 4 (BraTS), found also 1.5\n" in msg
+    assert len(find_brats_cases(train, read_voxels=False)) == 6  # the headers alone are fine
+
+
 # ------------------------------------------------------------------------------------------------ datalist
 
 

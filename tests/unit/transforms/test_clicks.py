@@ -10,7 +10,14 @@ import pytest
 import torch
 from scipy import ndimage
 
-from common.transforms import SimulateClicks, SimulateClicksd, clicks_per_region, simulate_clicks
+from common.transforms import (
+    SimulateClicks,
+    SimulateClicksd,
+    clicks_per_region,
+    clicks_to_seeds,
+    paint_balls,
+    simulate_clicks,
+)
 
 
 @pytest.mark.parametrize("size, expected", [(1, 0), (29, 0), (30, 1), (100, 1), (101, 2), (250, 3), (1000, 10)])
@@ -165,3 +172,41 @@ def test_mismatched_inputs_are_reported() -> None:
         SimulateClicks()(np.zeros((1, 5, 5)), np.zeros((1, 5, 6)))
     with pytest.raises(ValueError, match="pred, label: expected equal shapes with 2 or 3 axes"):
         simulate_clicks(np.zeros((2, 3, 4, 5)), np.zeros((2, 3, 4, 5)), np.random.RandomState(0))
+
+
+def _balls_by_brute_force(label: np.ndarray, fg: np.ndarray, bg: np.ndarray, radius: float) -> np.ndarray:
+    """Each voxel against every click by distance: the nearest click's label within ``radius`` (ties background)."""
+    out = label.copy()
+    for idx in np.ndindex(label.shape):
+        d_fg = min((math.dist(idx, c) for c in fg), default=math.inf)
+        d_bg = min((math.dist(idx, c) for c in bg), default=math.inf)
+        if min(d_fg, d_bg) <= radius:
+            out[idx] = 1 if d_fg < d_bg else 0
+    return out
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3.5])
+def test_paint_balls_matches_spheres_by_distance(radius: float) -> None:
+    rng = np.random.RandomState(0)
+    label = (rng.rand(9, 10, 8) > 0.6).astype(np.uint8)
+    fg, bg = np.array([[2, 3, 2], [6, 6, 5]]), np.array([[4, 4, 3], [8, 1, 7]])
+    seeds = clicks_to_seeds(fg, bg, label.shape)
+    out = paint_balls(label, seeds, radius)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, _balls_by_brute_force(label, fg, bg, radius))
+    assert all(out[tuple(c)] == 1 for c in fg) and all(out[tuple(c)] == 0 for c in bg)  # clicks keep their label
+    lonely = paint_balls(torch.from_numpy(label), torch.from_numpy(clicks_to_seeds(fg, bg[:0], label.shape)), radius)
+    assert isinstance(lonely, torch.Tensor)  # the label's type back; only foreground balls painted here
+    np.testing.assert_array_equal(lonely.numpy(), _balls_by_brute_force(label, fg, bg[:0], radius))
+
+
+def test_paint_balls_refuses_bad_inputs() -> None:
+    label = np.zeros((5, 5), np.uint8)
+    with pytest.raises(ValueError, match=r"seeds: expected \(2, \*S\)"):
+        paint_balls(label, np.zeros((2, 4, 5)), 1)
+    with pytest.raises(ValueError, match="radius: expected"):
+        paint_balls(label, np.zeros((2, 5, 5)), -1)
+    both = np.zeros((2, 5, 5))
+    both[:, 2, 2] = 1
+    with pytest.raises(ValueError, match="both background and foreground, found 1"):
+        paint_balls(label, both, 1)

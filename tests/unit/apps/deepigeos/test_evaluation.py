@@ -12,8 +12,10 @@ import torch
 from monai.data import MetaTensor
 
 from common.apps.deepigeos import InteractiveEvaluation, segment
+from common.apps.deepigeos.evaluation import _dice
 from common.networks.blocks import CRFNet
 from common.networks.nets import CRFSegmenter, PNet, rnet
+from common.transforms import clicks_to_seeds, paint_balls
 
 SMALL = {"features": (4, 4, 4, 4, 4), "compress": 2, "head_channels": 4}
 RULE = {"min_size": 4, "voxels_per_click": 20, "max_clicks": 5}
@@ -158,3 +160,34 @@ def test_r_net_refines_the_initial_label_or_the_previous_one(tmp_path, refine_fr
         assert label_channel == [float(start.sum())] * len(seen)
     else:  # the label of the round before: everything in the first box became tumour
         assert label_channel[1] > label_channel[0]
+
+
+def test_ball_baseline_uses_the_same_clicks_and_its_radius_is_chosen_on_validation(tmp_path) -> None:
+    """No network: balls painted at every click so far on the initial label, the radius with the best mean Dice after
+    the last round on the validation cases, stated in the report; the Euclidean scale reaches refine."""
+    ev = evaluation(tmp_path, ball_radii=[1, 2, 4], validation_data=cases()[1:], euclidean_scale=5.0)
+    item = cases()[1]
+    label = item["label"][0]
+    start = torch.zeros(20, 22, 16, dtype=torch.long)
+    start[6:10, 8:12, 5:9] = 1  # misses most of the tumour: clicks in every round
+    by_radius = {r: ev.simulate("balls", item["image"], label, start, "case1", radius=r) for r in (1, 2, 4)}
+    rnet = ev.simulate("rnet", item["image"], label, start, "case1")
+    assert [(s.foreground.tolist(), s.background.tolist()) for s in by_radius[1]][:1] == [
+        (rnet[0].foreground.tolist(), rnet[0].background.tolist())
+    ]  # round 1: R-Net's clicks
+    seeds = np.zeros((2, *label.shape), np.float32)
+    for step in by_radius[2]:
+        seeds = np.maximum(seeds, clicks_to_seeds(step.foreground, step.background, tuple(label.shape)))
+        torch.testing.assert_close(step.label, paint_balls(start, torch.from_numpy(seeds), 2))  # the initial label
+    expected = max((1, 2, 4), key=lambda r: (_dice(by_radius[r][-1].label, label), -r))
+    summary = ev.run()
+    assert ev.ball_radius == expected and set(ev.ball_choice) == {1, 2, 4}
+    assert [s["round"] for s in summary if s["method"] == "Balls at the clicks, no network"] == [1, 2, 3]
+    md = (tmp_path / "interactive_evaluation.md").read_text()
+    assert f"ball_radius {expected:g} voxels (chosen from 1, 2, 4 by the mean Dice after round 3" in md
+    assert "| Balls at the clicks, no network | 3 |" in md and "euclidean_scale 5.0" in md
+    assert ev.refiners[-1].key == "rnet_euclidean" and ev.refiners[-1].scale == 5.0
+    with pytest.raises(ValueError, match="validation_data: expected the cases the ball radius is chosen on"):
+        evaluation(tmp_path, ball_radii=[1, 2])
+    with pytest.raises(ValueError, match="ball_radii: expected radii >= 0"):
+        evaluation(tmp_path, ball_radii=[-1])

@@ -10,7 +10,14 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from common.apps.deepigeos import PredictLabeld, RefinementSampled, case_seed, refine, segment
+from common.apps.deepigeos import (
+    PredictLabeld,
+    RefinementSampled,
+    case_seed,
+    matched_euclidean_scale,
+    refine,
+    segment,
+)
 from common.transforms import clicks_to_seeds, simulate_clicks
 
 RULE = {"min_size": 5, "voxels_per_click": 20, "max_clicks": 6}
@@ -46,16 +53,18 @@ def case() -> dict:
     }
 
 
-@pytest.mark.parametrize("lamb", [1.0, 0.0])
-def test_sample_is_what_refine_gives_r_net_for_the_same_clicks(lamb: float) -> None:
+@pytest.mark.parametrize("lamb, scale", [(1.0, 1.0), (0.0, 1.0), (0.0, 7.0)])
+def test_sample_is_what_refine_gives_r_net_for_the_same_clicks(lamb: float, scale: float) -> None:
     d = case()
-    out = RefinementSampled(margin=3, lamb=lamb, seed=4, **RULE)(d)
+    out = RefinementSampled(margin=3, lamb=lamb, scale=scale, seed=4, **RULE)(d)
     rng = np.random.RandomState(case_seed(4, d["case"]))
     fg, bg = simulate_clicks(d["pred"][0].numpy() != 0, d["label"][0].numpy() != 0, rng, 5, 20, max_clicks=6)
     assert out["clicks"] == len(fg) + len(bg) > 0
     seeds = torch.from_numpy(clicks_to_seeds(fg, bg, (24, 26, 20)))
     recorder = Recorder()
-    step = refine(d["image"], d["pred"].long(), seeds, recorder, 2, margin=3, spacing=(1.5, 1.0, 2.0), lamb=lamb)
+    step = refine(
+        d["image"], d["pred"].long(), seeds, recorder, 2, margin=3, spacing=(1.5, 1.0, 2.0), lamb=lamb, scale=scale
+    )
     torch.testing.assert_close(out["image"][None], recorder.seen[0])  # image, label, background and foreground maps
     region = (slice(None), *step.box)
     torch.testing.assert_close(out["seeds"], seeds[region])
@@ -133,3 +142,24 @@ def test_r_net_input_from_its_own_image_into_the_output_key() -> None:
     same = RefinementSampled(margin=3, **RULE)({**d, "image": d["rnet_image"]})
     torch.testing.assert_close(out["image"], same["image"])  # built from rnet_image, written where training reads it
     assert out["image"].shape[0] == 4 and torch.equal(out["rnet_image"], d["rnet_image"])
+
+
+def _below(sample: dict, level: float = 0.95) -> float:
+    """The fraction of the box's voxels where a clicked channel's map is below ``level``."""
+    maps, seeds = sample["image"][2:], sample["seeds"]
+    return float(torch.cat([maps[c].ravel() for c in range(2) if seeds[c].any()]).lt(level).float().mean())
+
+
+def test_matched_euclidean_scale_spreads_the_map_as_the_geodesic_one() -> None:
+    """At scale 1 the Euclidean map (mm) is near 1 on almost the whole box; at the matched scale its median is the
+    geodesic map's and it is below 0.95 on a comparable part of the box."""
+    items = [case(), {**case(), "case": "BraTS20_Training_008"}]
+    fit = matched_euclidean_scale(items, margin=3, seed=4, **RULE)
+    assert fit["scale"] > 1.5 and fit["median_euclidean"] / fit["scale"] == pytest.approx(fit["median_geodesic"])
+    geodesic = [_below(RefinementSampled(margin=3, seed=4, **RULE)(d)) for d in items]
+    euclidean = [_below(RefinementSampled(margin=3, lamb=0.0, seed=4, **RULE)(d)) for d in items]
+    matched = [_below(RefinementSampled(margin=3, lamb=0.0, scale=fit["scale"], seed=4, **RULE)(d)) for d in items]
+    assert np.mean(geodesic) == pytest.approx(fit["geodesic_below_0.95"], abs=1e-6)
+    assert np.mean(matched) == pytest.approx(fit["matched_below_0.95"], abs=1e-6)
+    assert np.mean(euclidean) < np.mean(geodesic) / 2  # the near-binary click mask the reviewer found
+    assert abs(np.mean(matched) - np.mean(geodesic)) < 0.15, (euclidean, geodesic, matched, fit)
