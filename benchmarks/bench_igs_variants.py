@@ -177,7 +177,7 @@ def main(
             row[f"s_x{acc}"] = meta["search_seconds"]
             row[f"lines_x{acc}"] = meta["lines"]
             row[f"loss_x{acc}"] = meta["search_loss"]
-            row[f"best_guard_x{acc}"] = min(meta.get("guard_losses") or {"-": float("nan")}.values())
+            row[f"best_guard_x{acc}"] = min((meta.get("guard_losses") or {"-": float("nan")}).values())
             for part, (batches, volumes) in cached.items():
                 dice = volume_dice(net, batches, volumes, mask, num_classes, amp=use_amp)
                 row[f"{part}_x{acc}"] = float(np.nanmean(np.nanmean(dice[:, 1:], axis=0)))
