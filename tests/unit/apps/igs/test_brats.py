@@ -93,10 +93,13 @@ def test_label_3_names_the_file(brats, tmp_path):
     seg[seg == 4] = 3
     seg[0, 0, 0] = 3
     nib.save(nib.Nifti1Image(seg, img.affine), seg_file)
+    with pytest.raises(ValueError, match=rf"{seg_file}: expected label values 0, 1, 2, 4 \(BraTS\), found also 3"):
+        brats_slices(cases, "all")  # the copy is refused up front, before any slice is cut
+    item = {"image": sorted(str(p) for p in seg_file.parent.glob("*_flair.nii.gz")), "label": str(seg_file)}
     with pytest.raises(
         ValueError, match=rf"{seg_file}: expected BraTS labels 0, 1, 2, 4 only, found also 3 \(\d+ voxels"
     ):
-        brats_slices(cases, "all")
+        load_brats_case(item)  # a single item (a MONAI Label datastore image) is checked as it is read
 
 
 def test_unreadable_voxel_data_names_the_file(brats, tmp_path):
@@ -106,7 +109,7 @@ def test_unreadable_voxel_data_names_the_file(brats, tmp_path):
     t2.write_bytes(gzip.compress(data[: len(data) // 2]))  # header intact, voxel data cut short
     with pytest.raises(ValueError, match=rf"{t2}: expected readable NIfTI voxel data, found"):
         load_brats_case({"image": [str(t2)]})
-    with pytest.raises(ValueError, match=rf"{t2}: expected readable NIfTI voxel data"):
+    with pytest.raises(ValueError, match=rf"{t2}: expected a readable NIfTI volume \(every voxel of the file\)"):
         brats_slices(cases, "all")
 
 
