@@ -18,6 +18,7 @@ __all__ = [
     "bootstrap_mean",
     "format_difference",
     "format_mean_interval",
+    "ordering",
 ]
 
 N_RESAMPLES = 4000
@@ -170,3 +171,13 @@ def format_mean_interval(result: MeanInterval, digits: int = 3) -> str:
     if result.n == 0:
         return "nan"
     return f"{result.mean:.{digits}f} +- {result.sd:.{digits}f} [{result.low:.{digits}f}, {result.high:.{digits}f}]"
+
+
+def ordering(result: PairedDifference, a: str, b: str, lower_is_better: bool = False) -> str:
+    """What a report may say of ``a`` against ``b``: ``"<a> better"`` or ``"<b> better"`` only where the interval of
+    ``a - b`` excludes 0, else ``"not resolved on these data"``. ``lower_is_better`` for distances and losses (a
+    negative difference then favours ``a``)."""
+    if not result.resolved:
+        return "not resolved on these data"
+    a_higher = result.low > 0
+    return f"{a if a_higher != lower_is_better else b} better"

@@ -1,6 +1,7 @@
 """Model cards cannot drift from their reports: every report a card embeds (between ``<!-- begin: <file> -->`` and
 ``<!-- end: <file> -->``, the file under the bundle's ``docs/``) is that file, headings one level down, and the
-findings in such a report are the sentences :func:`common.apps.igs.finding` makes of the interval CSV beside it."""
+findings in such a report are the sentences :func:`common.apps.igs.finding` makes of the interval CSV beside it,
+and a difference with its interval quoted in a card's prose is a row of one of its reports."""
 
 from __future__ import annotations
 
@@ -45,6 +46,33 @@ def test_findings_are_generated_from_the_interval_rows(card):
         assert rows and lines == [finding(r) for r in rows], f"{path}: findings differ from {intervals.name}"
 
 
+INTERVAL = re.compile(r"(-?\d+\.\d{3}) \[(-?\d+\.\d{3}), (-?\d+\.\d{3})\]")
+
+
+def quoted_intervals(card: Path) -> list[tuple[str, str, str]]:
+    """Every ``"d [low, high]"`` a card's prose quotes (outside its embedded reports), three decimals each."""
+    return INTERVAL.findall(BLOCK.sub("", card.read_text()))
+
+
+def interval_rows(card: Path) -> set[tuple[str, str, str]]:
+    """``(difference, low, high)`` at three decimals of every row of the interval CSVs under the card's results."""
+    out = set()
+    for path in sorted((card.parent / "results").glob("*_intervals.csv")):
+        with open(path, newline="") as f:
+            out |= {tuple(f"{float(r[k]):.3f}" for k in ("difference", "ci_low", "ci_high")) for r in csv.DictReader(f)}
+    return out
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda p: p.parent.parent.name)
+def test_intervals_quoted_in_prose_are_rows_of_the_reports(card):
+    """A difference with its interval, quoted anywhere in the card's text, is one of its reports' interval rows."""
+    rows = interval_rows(card)
+    if not rows:
+        return
+    stray = [q for q in quoted_intervals(card) if q not in rows]
+    assert not stray, f"{card}: intervals quoted that no report under docs/results/ has: {stray}"
+
+
 def test_embedding_and_findings_checks_catch_a_drift(tmp_path):
     """The checks above on a hand-made card: an edited number in the card or in a finding is caught."""
     row = {
@@ -72,3 +100,11 @@ def test_embedding_and_findings_checks_catch_a_drift(tmp_path):
     assert body == embedded(path.read_text()) and body.startswith("## Report")
     (tmp_path / "r.md").write_text(text.replace("-0.080", "-0.070"))
     assert body != embedded(path.read_text())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r_intervals.csv").write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    card.write_text("Prose: -0.080 [-0.100, -0.050] holds.\n")
+    assert quoted_intervals(card) == [("-0.080", "-0.100", "-0.050")] and set(quoted_intervals(card)) <= interval_rows(
+        card
+    )
+    card.write_text("Prose: -0.080 [-0.100, -0.040] drifted.\n")
+    assert not set(quoted_intervals(card)) <= interval_rows(card)

@@ -10,7 +10,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from common.utils.stats import N_RESAMPLES, PairedDifference, format_difference, nanmean, paired_bootstrap
+from common.utils.stats import (
+    N_RESAMPLES,
+    PairedDifference,
+    format_difference,
+    nanmean,
+    ordering,
+    paired_bootstrap,
+)
 
 __all__ = [
     "INTERVAL_COLUMNS",
@@ -179,11 +186,7 @@ def finding(row: Mapping, digits: int = 3) -> str:
         f"x{row['acceleration']} {row['forward_model']} {row['protocol']}: {pattern} - {reference} = "
         f"{format_difference(result, digits, unit='volumes')}"
     )
-    if result.low > 0:
-        return f"{text}: {pattern} better"
-    if result.high < 0:
-        return f"{text}: {reference} better"
-    return f"{text}: not resolved on these data"
+    return f"{text}: {ordering(result, pattern, reference)}"
 
 
 def intervals_markdown(

@@ -16,6 +16,7 @@ from common.utils.stats import (
     format_difference,
     format_mean_interval,
     nanmean,
+    ordering,
     paired_bootstrap,
 )
 
@@ -144,3 +145,12 @@ def test_nanmean_is_nan_only_where_every_value_is():
     values = np.array([[1.0, np.nan], [3.0, np.nan]])
     np.testing.assert_array_equal(nanmean(values, axis=0), [2.0, np.nan])
     assert float(nanmean(values)) == 2.0
+
+
+def test_ordering_is_stated_only_where_the_interval_excludes_zero():
+    a, b = np.array([0.9, 0.8, 0.85, 0.95]), np.array([0.5, 0.4, 0.45, 0.55])
+    assert ordering(paired_bootstrap(a, b), "A", "B") == "A better"
+    assert ordering(paired_bootstrap(b, a), "B", "A") == "A better"
+    assert ordering(paired_bootstrap(b, a), "B", "A", lower_is_better=True) == "B better"  # a distance: lower wins
+    noisy = paired_bootstrap(np.array([0.5, 0.6, 0.4, 0.55]), np.array([0.55, 0.5, 0.45, 0.5]))
+    assert noisy.low < 0 < noisy.high and ordering(noisy, "A", "B") == "not resolved on these data"
