@@ -10,7 +10,7 @@
 #      with its default lookahead, the default fine-tuning length, phase-aware model, x8 / x16
 #      -> bundles/igs_acdc/eval/defaults/
 # Every step resumes (training from checkpoint_last.pt, the searches from their state, LOUPE from its per-epoch
-# state) or is skipped when its output exists: stop it at any time and run the same command again. Delete
+# state, a comparison from its finished rows in pattern_comparison_state.pt) or is skipped when its output exists: stop it at any time and run the same command again. Delete
 # bundles/igs_acdc/models/seed<s> and bundles/igs_acdc/eval/seed<s> to start a seed afresh. Times on 2 CPU cores are
 # in the card ("Results").
 set -euo pipefail

@@ -1,5 +1,6 @@
 """An ignite handler that scores every volume's vertebra instances and writes the evaluation report (CSV per vertebra,
-CSV per accepted instance, CSV per volume, markdown, figure)."""
+CSV per accepted instance, CSV per volume, the per-volume scores summarised over volumes with their intervals as CSV
+and markdown, figure)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,24 @@ from ignite.engine import Engine, Events
 
 from common.metrics.instances import IDENTIFICATION_DICE, completeness_scores, instance_scores
 from common.utils.atomic_io import atomic_path, write_csv_rows
+from common.utils.stats import N_RESAMPLES, MeanInterval, bootstrap_mean, format_mean_interval
 
-__all__ = ["VertebraReport"]
+__all__ = ["VOLUME_SCORES", "VertebraReport"]
 
 logger = logging.getLogger(__name__)
+
+VOLUME_SCORES = {
+    "mean_dice": ("Dice: mean over the volume's ground-truth vertebrae", 3),
+    "mean_assd": ("ASSD (mm): mean over the volume's matched vertebrae", 2),
+    "identification_rate": ("identification rate: fraction of the volume's vertebrae identified", 3),
+    "false_positives": ("false-positive instances", 2),
+    "missed": ("missed vertebrae", 2),
+    "completeness_accuracy": ("completeness accuracy: the volume's scored decisions", 3),
+    "steps": ("network evaluations of the traversal", 1),
+    "seconds": ("seconds of the traversal", 1),
+}
+"""Per-volume scores summarised over volumes (those a volume row holds: the last three need the ``inferer``): label,
+decimals."""
 
 
 class VertebraReport:
@@ -26,9 +41,12 @@ class VertebraReport:
     summary and, with ``inferer``, the traversal's steps, end reason, seconds, instances accepted incomplete and the
     accuracy of its completeness decisions), ``<prefix>_instances.csv`` (with ``inferer``: one row per accepted
     instance: how it was accepted, its completeness decision and the truth, by
-    :func:`~common.metrics.completeness_scores`),
-    ``<prefix>.md`` (means over vertebrae and volumes) and ``<prefix>_dice.png`` (Dice per vertebra, one line per
-    volume). With ``inferer`` the prediction must be on the traversal's grid (no inversion before this handler).
+    :func:`~common.metrics.completeness_scores`), ``<prefix>_summary.csv`` (one row per score of
+    :data:`VOLUME_SCORES`: mean, sample sd and the bootstrap interval of the mean over volumes,
+    :func:`~common.utils.stats.bootstrap_mean`), ``<prefix>.md`` (that summary, the counts over all volumes and the
+    volume rows) and ``<prefix>_dice.png`` (Dice per vertebra, one line per volume). The unit of the summary is the
+    volume: per-vertebra Dice and ASSD are averaged within each volume first. With ``inferer`` the prediction must be
+    on the traversal's grid (no inversion before this handler).
 
     Args:
         output_dir, prefix: where and under which stem the files go.
@@ -38,6 +56,7 @@ class VertebraReport:
         complete_fraction: a vertebra is complete in a patch holding at least this fraction of its voxels (the
             training label's rule, :class:`~common.apps.iterative_fcn.InstanceSampled`).
         name_key: batch key naming each volume.
+        n_resamples, seed: bootstrap resamples of the volumes and their seed, for the intervals.
     """
 
     def __init__(
@@ -51,8 +70,11 @@ class VertebraReport:
         name_key: str = "case",
         pred_key: str = "pred",
         label_key: str = "label",
+        n_resamples: int = N_RESAMPLES,
+        seed: int = 0,
     ) -> None:
         self.output_dir, self.prefix = Path(output_dir), prefix
+        self.n_resamples, self.seed = n_resamples, seed
         self.spacing, self.threshold, self.inferer = spacing, threshold, inferer
         self.complete_fraction = complete_fraction
         self.name_key, self.pred_key, self.label_key = name_key, pred_key, label_key
@@ -93,53 +115,98 @@ class VertebraReport:
                 volume.update(accepted_incomplete=incomplete, **completeness)
             self.volumes.append(volume)
 
-    def write(self) -> dict[str, float]:
-        """Write the files for the volumes seen so far; returns the means over vertebrae and volumes."""
-        if not self.volumes:
-            raise ValueError("VertebraReport: expected at least one evaluated volume, found none")
-        dice = np.array([r["dice"] for r in self.rows], dtype=float)
-        assd = np.array([r["assd"] for r in self.rows], dtype=float)
-        total = {
+    def summary(self) -> dict[str, MeanInterval]:
+        """Each score of :data:`VOLUME_SCORES` the volumes hold, over the volumes seen so far: mean, sample sd and
+        the percentile interval of the mean (``n_resamples`` bootstrap resamples of the volumes from ``seed``; a
+        volume where the score is undefined, NaN, is left out and counted)."""
+        return {
+            key: bootstrap_mean(np.array([v[key] for v in self.volumes], dtype=float), self.n_resamples, self.seed)
+            for key in VOLUME_SCORES
+            if key in self.volumes[0]
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Totals over the volumes seen so far: volumes, vertebrae, identified, missed, false-positive instances and,
+        with ``inferer``, the completeness decisions scored and the instances accepted incomplete."""
+        out = {
+            "volumes": len(self.volumes),
             "vertebrae": len(self.rows),
-            "mean_dice": float(dice.mean()) if dice.size else float("nan"),
-            "std_dice": float(dice.std()) if dice.size else float("nan"),
-            "mean_assd_mm": float(np.nanmean(assd)) if np.isfinite(assd).any() else float("nan"),
-            "identification_rate": float(np.mean([r["identified"] for r in self.rows])) if self.rows else float("nan"),
+            "identified": int(sum(r["identified"] for r in self.rows)),
             "missed": int(sum(v["missed"] for v in self.volumes)),
             "false_positives": int(sum(v["false_positives"] for v in self.volumes)),
         }
         if "steps" in self.volumes[0]:
-            scored = [r["correct"] for r in self.instances if r["correct"] is not None]
-            total["completeness_accuracy"] = float(np.mean(scored)) if scored else float("nan")
-            total["completeness_scored"] = len(scored)
-            total["accepted_incomplete"] = int(sum(v["accepted_incomplete"] for v in self.volumes))
-            total["mean_steps"] = float(np.mean([v["steps"] for v in self.volumes]))
-            total["mean_seconds"] = float(np.mean([v["seconds"] for v in self.volumes]))
+            out["completeness_scored"] = int(sum(v["completeness_scored"] for v in self.volumes))
+            out["accepted_incomplete"] = int(sum(v["accepted_incomplete"] for v in self.volumes))
+        return out
+
+    def write(self) -> dict[str, float]:
+        """Write the files for the volumes seen so far; returns the :meth:`counts` and, per score of
+        :meth:`summary`, ``<score>_mean``, ``<score>_sd``, ``<score>_ci_low`` and ``<score>_ci_high``."""
+        if not self.volumes:
+            raise ValueError("VertebraReport: expected at least one evaluated volume, found none")
+        summary, counts = self.summary(), self.counts()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.rows:
             write_csv_rows(self.output_dir / f"{self.prefix}.csv", self.rows)
         if self.instances:
             write_csv_rows(self.output_dir / f"{self.prefix}_instances.csv", self.instances)
         write_csv_rows(self.output_dir / f"{self.prefix}_volumes.csv", self.volumes)
+        write_csv_rows(
+            self.output_dir / f"{self.prefix}_summary.csv",
+            [
+                {
+                    "score": k,
+                    "mean": m.mean,
+                    "sd": m.sd,
+                    "ci_low": m.low,
+                    "ci_high": m.high,
+                    "n": m.n,
+                    "dropped": m.dropped,
+                }
+                for k, m in summary.items()
+            ],
+        )
         with atomic_path(self.output_dir / f"{self.prefix}.md") as tmp:
-            tmp.write_text(self._markdown(total))
+            tmp.write_text(self._markdown(summary, counts))
         self._plot(self.output_dir / f"{self.prefix}_dice.png")
+        total: dict[str, float] = dict(counts)
+        for k, m in summary.items():
+            total.update({f"{k}_mean": m.mean, f"{k}_sd": m.sd, f"{k}_ci_low": m.low, f"{k}_ci_high": m.high})
         logger.info("vertebra evaluation: %s", total)
         return total
 
-    def _markdown(self, total: Mapping[str, float]) -> str:
+    def _markdown(self, summary: Mapping[str, MeanInterval], counts: Mapping[str, int]) -> str:
+        dice = summary["mean_dice"]
         out = [
-            f"{len(self.volumes)} volumes, {total['vertebrae']} ground-truth vertebrae. Vertebrae and predicted "
+            f"{counts['volumes']} volumes, {counts['vertebrae']} ground-truth vertebrae. Vertebrae and predicted "
             "instances are matched one to one (largest summed Dice); identified: Dice > "
             f"{self.threshold}; missed: no match; ASSD in mm over matched vertebrae; a false positive is a predicted "
             "instance not matched to a vertebra with Dice above the threshold. Completeness accuracy: the "
             "completeness head's decision on each matched accepted instance against the training rule (at least "
             f"{self.complete_fraction} of the vertebra's voxels in the instance's patch).",
             "",
-            "| score | value |",
-            "|---|---|",
+            "The unit is the volume: each volume's Dice is the mean over its ground-truth vertebrae and its ASSD the "
+            "mean over its matched vertebrae, and these per-volume values are then averaged over the volumes (a volume "
+            "with few vertebrae weighs as much as one with many). Each cell: mean +- sample sd over volumes "
+            f"[percentile 95 % interval of the mean, {self.n_resamples:,} bootstrap resamples of the volumes, seed "
+            f"{self.seed}]; volumes: those where the score is defined."
+            + (
+                f" With {dice.n} volumes the interval of the mean Dice reaches {(dice.high - dice.low) / 2:.3f} "
+                "either side of it on average: the mean is known no better than that."
+                if dice.n > 1
+                else ""
+            ),
+            "",
+            "| score (per volume) | mean +- sd [95 % CI] | volumes |",
+            "|---|---|---|",
         ]
-        out += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in total.items()]
+        out += [
+            f"| {VOLUME_SCORES[k][0]} (`{k}`) | {format_mean_interval(m, VOLUME_SCORES[k][1])} | {m.n} |"
+            for k, m in summary.items()
+        ]
+        out += ["", "| count over all volumes | value |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in counts.items()]
         cols = list(self.volumes[0])
         out += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for v in self.volumes:

@@ -4,6 +4,7 @@ forward model, with a frozen network and fine-tuned per pattern."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from common.apps.igs.evaluation import (
     fine_tune,
     volume_keys,
 )
-from common.apps.igs.fingerprint import check_fingerprint, weights_digest
+from common.apps.igs.fingerprint import check_fingerprint, data_digest, weights_digest
 from common.apps.igs.intervals import intervals_markdown, intervals_unavailable, paired_intervals, per_volume
 from common.apps.igs.objective import (
     FORWARD_MODELS,
@@ -38,6 +39,7 @@ from common.transforms.kspace.masks import (
     num_lines,
 )
 from common.utils.atomic_io import atomic_path, write_csv_rows
+from common.utils.fingerprint import as_fingerprint
 
 __all__ = [
     "CENTER_FRACTIONS",
@@ -45,10 +47,14 @@ __all__ = [
     "SEEDED",
     "PATTERN_SOURCES",
     "learned_pattern_file",
+    "STATE_FILE",
     "PatternComparison",
 ]
 
 logger = logging.getLogger(__name__)
+
+STATE_FILE = "pattern_comparison_state.pt"
+"""In ``output_dir``: every finished row so far, so that a stopped comparison resumes (:meth:`PatternComparison.run`)."""
 
 # fastMRI's centre fractions for the equispaced and random baselines, by acceleration (methods.md).
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04, 16: 0.04}
@@ -355,15 +361,66 @@ class PatternComparison:
             ]
         return runs
 
+    def fingerprint(self) -> dict:
+        """What every row depends on besides its pattern: the network's weights, the training and test slices, the
+        task and the fine-tuning, phase and loss settings (as JSON values)."""
+        return as_fingerprint(
+            {
+                "weights": weights_digest(self.network),
+                "train": data_digest(self.train_data) if self.train_data else None,
+                "test": data_digest(self.test_data),
+                "task": self.task,
+                "class_names": self.class_names,
+                "regions": self.regions,
+                "fine_tune_epochs": self.fine_tune_epochs,
+                "fine_tune_lr": self.fine_tune_lr,
+                "fine_tune_loss": self.fine_tune_loss,
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "amp": str(self.amp),
+                "pe_dim": self.pe_dim,
+                "phase": [self.train_phase_seed, self.test_phase_seed, self.max_phase],
+                "search_loss": [self.search_loss, self.search_loss_batch],
+            }
+        )
+
+    def _load_state(self, expected: dict) -> dict[str, dict]:
+        """The finished rows of :data:`STATE_FILE` (``{run key: {"row", "detail"}}``; empty if there is none); raise
+        naming the file and each differing setting if it was made with other settings."""
+        path = self.output_dir / STATE_FILE
+        if not path.is_file():
+            return {}
+        state = torch.load(path, map_location="cpu", weights_only=False)  # written by _save_state only
+        check_fingerprint(
+            state.get("fingerprint") if isinstance(state, dict) else None,
+            expected,
+            path,
+        )
+        logger.info("pattern comparison: resuming with %d finished rows from %s", len(state["done"]), path)
+        return state["done"]
+
+    def _save_state(self, expected: dict, done: dict[str, dict]) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.output_dir / STATE_FILE) as tmp:
+            torch.save({"fingerprint": expected, "done": done}, tmp)
+
     def run(self) -> list[dict]:
         """Evaluate every (forward model, protocol, pattern, acceleration, seed) and write the tables and figure;
-        returns the rows (as in the CSV)."""
+        returns the rows (as in the CSV).
+
+        Each finished row is saved at once to ``output_dir/`` :data:`STATE_FILE`, under a key that holds its pattern's
+        values (a pattern file searched again is a new row), with :meth:`fingerprint`: a rerun with the same settings
+        takes the finished rows from it and runs only the others (a fine-tuning uses the same seed whatever ran
+        before it, so the rows are those of one uninterrupted run), and a state made with other settings is refused
+        naming them. Delete the file to start afresh."""
         t0 = time.perf_counter()
         self.network.to(self.device).eval()
         width = np.asarray(self.test_data[0]["image"]).shape[self.pe_dim]
         learned = self._learned_masks(width)  # every file checked before any spectrum is computed
         baseline = self._baseline_masks(width)
         volumes = volume_keys(self.test_data)
+        expected = self.fingerprint()
+        done = self._load_state(expected)
         rows, details, runs_done = [], [], []
         runs = self._runs()
         for fm in self.forward_models:
@@ -387,6 +444,13 @@ class PatternComparison:
             search_losses = self._search_losses(masks, {**cache, "batch_size": self.search_loss_batch})
             for protocol, pattern, acc, seed in tqdm(runs, desc=f"patterns ({fm})", disable=None):
                 mask = masks[(pattern, acc, seed)]
+                run = f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}"
+                key = f"{run}/{hashlib.sha256(mask.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]}"
+                if key in done:
+                    rows.append(done[key]["row"])
+                    runs_done.append(run)
+                    details.append(done[key]["detail"])
+                    continue
                 net = self.network
                 if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
                     net = fine_tune(
@@ -405,8 +469,10 @@ class PatternComparison:
                 if search_losses:
                     metrics = {"search_loss": search_losses[(pattern, acc, seed)], **metrics}
                 rows.append(self._row(fm, protocol, pattern, acc, seed, mask, metrics))
-                runs_done.append(f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}")
+                runs_done.append(run)
                 details.append(detail)
+                done[key] = {"row": rows[-1], "detail": detail}
+                self._save_state(expected, done)
                 shown = ", ".join(f"{k} {rows[-1][k]:.4f}" for k, _, _ in self.scorer.tables())
                 seed_text = "" if seed is None else f" seed {seed}"
                 logger.info("%s %s %s x%d%s: %s", fm, protocol, pattern, acc, seed_text, shown)

@@ -31,7 +31,8 @@ class LesionEvaluation:
         models: name -> trained network (logits ``(B, 1, H, W, D)``), e.g. ``{"zoom-in": ..., "zoom-in & out": ...}``.
         inferers: name -> MONAI inferer, e.g. ``{"sliding window": SlidingWindowInferer, "centre crop":
             CentreCropInferer}``.
-        output_dir: where ``lesion_scores.csv``, ``lesion_summary.csv``, ``lesion_report.md``, ``lesion_dice.png`` go.
+        output_dir: where ``lesion_scores.csv``, ``lesion_summary.csv``, ``lesion_differences.csv``,
+            ``lesion_report.md``, ``lesion_dice.png`` go.
         device, amp: where and how the networks run (bf16 autocast on CUDA when ``amp``).
         threshold: on the sigmoid probability.
         connectivity: of the lesions for the challenge metrics.

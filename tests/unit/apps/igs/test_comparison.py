@@ -575,3 +575,45 @@ def test_search_loss_column_is_each_patterns_loss_on_the_training_slices(tmp_pat
         "search_loss" not in plain[0]
         and "**Search loss**" not in (tmp_path / "b" / "pattern_comparison.md").read_text()
     )
+
+
+def test_a_stopped_comparison_resumes_with_the_rows_of_one_run_and_refuses_other_settings(tmp_path, heart, monkeypatch):
+    """Each finished row is saved at once: a run stopped during its third fine-tuning resumes with the two finished
+    rows and fine-tunes only the others, giving the rows of an uninterrupted run; other settings are refused."""
+    import common.apps.igs.comparison as comparison
+
+    train, test, net = heart
+    args = dict(
+        accelerations=[4],
+        patterns=["center", "one_sided", "equispaced"],
+        forward_models=["magnitude"],
+        seeds=[0, 1],
+        center_fractions={4: 0.1},
+        fine_tune_epochs=1,
+        batch_size=8,
+    )
+    whole = PatternComparison(net, train, test, tmp_path / "whole", tmp_path, CLASSES, **args).run()
+    fine_tune, calls = comparison.fine_tune, []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process stopped during the third fine-tuning
+        return fine_tune(*a, **k)
+
+    monkeypatch.setattr(comparison, "fine_tune", stopping)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    assert (out / comparison.STATE_FILE).is_file() and not (out / "pattern_comparison.csv").exists()
+    calls.clear()
+    monkeypatch.setattr(comparison, "fine_tune", lambda *a, **k: (calls.append(1), fine_tune(*a, **k))[1])
+    resumed = PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    assert len(calls) == 4 - 2  # center, one_sided, equispaced seeds 0 and 1 fine-tuned; two finished before
+    assert resumed == whole
+    assert (out / "pattern_comparison.csv").read_text() == (tmp_path / "whole" / "pattern_comparison.csv").read_text()
+    calls.clear()
+    again = PatternComparison(net, train, test, out, tmp_path, CLASSES, **args).run()
+    assert not calls and again == whole  # every row finished: nothing is run again
+    with pytest.raises(ValueError, match=rf"{out / comparison.STATE_FILE}.*fine_tune_epochs"):
+        PatternComparison(net, train, test, out, tmp_path, CLASSES, **{**args, "fine_tune_epochs": 2}).run()
