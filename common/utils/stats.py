@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "N_RESAMPLES",
+    "MIN_CASES",
     "nanmean",
     "PairedDifference",
     "MeanInterval",
@@ -23,6 +24,10 @@ __all__ = [
 
 N_RESAMPLES = 4000
 """Bootstrap resamples of every interval in a results table."""
+
+MIN_CASES = 6
+"""Fewest cases an ordering is stated on. With fewer, a difference of the same sign in every case is not significant
+at 5 % by a two-sided sign test (p = 2 / 2**n >= 0.0625), yet its percentile bootstrap interval excludes 0."""
 
 
 def nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -49,8 +54,8 @@ class PairedDifference(NamedTuple):
 
     @property
     def resolved(self) -> bool:
-        """Whether the interval excludes 0 (an ordering may be stated)."""
-        return bool(self.low > 0 or self.high < 0)
+        """Whether an ordering may be stated: the interval excludes 0, over at least :data:`MIN_CASES` cases."""
+        return bool(self.n >= MIN_CASES and (self.low > 0 or self.high < 0))
 
 
 class MeanInterval(NamedTuple):
@@ -175,9 +180,11 @@ def format_mean_interval(result: MeanInterval, digits: int = 3) -> str:
 
 def ordering(result: PairedDifference, a: str, b: str, lower_is_better: bool = False) -> str:
     """What a report may say of ``a`` against ``b``: ``"<a> better"`` or ``"<b> better"`` only where the interval of
-    ``a - b`` excludes 0, else ``"not resolved on these data"``. ``lower_is_better`` for distances and losses (a
+    ``a - b`` excludes 0 over at least :data:`MIN_CASES` cases (:attr:`PairedDifference.resolved`), else ``"not
+    resolved on these data"`` (``" (fewer than 6 cases)"`` added where only the count stands in the way). ``lower_is_better`` for distances and losses (a
     negative difference then favours ``a``)."""
     if not result.resolved:
-        return "not resolved on these data"
+        few = f" (fewer than {MIN_CASES} cases)" if result.n < MIN_CASES and (result.low > 0 or result.high < 0) else ""
+        return f"not resolved on these data{few}"
     a_higher = result.low > 0
     return f"{a if a_higher != lower_is_better else b} better"

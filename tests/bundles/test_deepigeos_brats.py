@@ -47,7 +47,10 @@ def test_each_stage_writes_its_weights_with_its_settings(staged):
         assert info["settings"]["features"] == SPECS[BUNDLE].tiny["features"]
     crf = {"crf_window": 3, "crf_iterations": 2, "crf_hidden": [32, 16]}
     assert json.loads((models / "pnet_crf.json").read_text())["settings"].items() >= crf.items()
-    assert json.loads((models / "rnet.json").read_text())["settings"]["geodesic_lambda"] == 1.0
+    rnet = json.loads((models / "rnet.json").read_text())["settings"]
+    assert rnet["geodesic_lambda"] == 1.0
+    clicks = {"rounds": 5, "training_ball_radius": 3, "click_slice_choice": "all_errors", "click_variants": 1}
+    assert rnet.items() >= clicks.items()  # how R-Net's training clicks were drawn, in the weights' settings
     euclidean = json.loads((models / "rnet_euclidean.json").read_text())["settings"]
     assert euclidean["geodesic_lambda"] == 0.0 and euclidean["geodesic_scale"] == 5.85  # the matched scale
     keys = torch.load(models / "rnet_crf.pt", map_location="cpu", weights_only=True).keys()
@@ -108,10 +111,26 @@ def test_evaluation_reports_every_round_with_its_clicks(staged):
     for r in cases:
         assert 0.0 <= float(r["dice"]) <= 1.0 and (r["assd_mm"] == "nan" or float(r["assd_mm"]) >= 0.0)
     md = (out / "interactive_evaluation.md").read_text()
-    assert "| R-Net + CRF-Net(fu) | 3 |" in md and "P-Net + CRF-Net(f) >= P-Net" in md
-    assert "R-Net on geodesic maps >= on Euclidean maps, round by round" in md
+    assert "| R-Net + CRF-Net(fu) | 3 |" in md and "### P-Net + CRF-Net(f) vs P-Net alone" in md
+    assert "### R-Net + CRF-Net(fu) vs the no-network baseline" in md
+    assert "### Geodesic vs Euclidean maps (R-Net alone, the ablation)" in md
+    differences = list(csv.DictReader(open(out / "interactive_evaluation_differences.csv")))
+    floor = [d for d in differences if d["b"] == "Balls at the clicks, no network" and d["metric"] == "dice"]
+    assert [d["round_a"] for d in floor] == ["1", "2", "3"] and all(int(d["n"]) == 2 for d in floor)
     assert "ball_radius" in md and "(chosen from 1, 2, 3, 5, 7 by the mean Dice after round 3" in md
     assert (out / "dice_vs_clicks.png").stat().st_size > 1000
+
+
+def test_r_net_resume_with_other_click_settings_is_refused(staged, tmp_path):
+    """The training clicks (rounds, stand-in radius, slice choice, draws per case) are in R-Net's resume fingerprint."""
+    root = shutil.copytree(staged.root, tmp_path / BUNDLE)
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    configs = [root / "configs" / c for c in STAGES["rnet.pt"]] + [tiny]
+    cmd = bundle_command(root, configs, "--dataset_dir", str(staged.data), "--rounds", "2", run_id="training")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode != 0 and "checkpoint_last_rnet.pt: made with other settings" in r.stderr, r.stderr[-3000:]
+    assert "'rounds': 5" in r.stderr and "'rounds': 2" in r.stderr
 
 
 def test_inference_writes_nifti_on_the_input_grid(staged):

@@ -1,33 +1,65 @@
-"""DeepIGeoS: the click-refinement step (geodesic maps, R-Net, CRF-Net(fu)), R-Net training samples made the same
-way, the interactive evaluation (rounds of simulated clicks) and the refinement of a label on the input grid."""
+"""DeepIGeoS: the click-refinement step (geodesic maps, R-Net, CRF-Net(fu)), rounds of simulated clicks shared by the
+R-Net training samples and the interactive evaluation, the evaluation's reports (intervals and paired differences)
+and the refinement of a label on the input grid."""
 
 from __future__ import annotations
 
-from .evaluation import AUTOMATIC, INTERACTIVE, InteractiveEvaluation, Round
+from .evaluation import AUTOMATIC, INTERACTIVE, InteractiveEvaluation
 from .interactive import brain_box, refine_clicks, voxel_indices
 from .refinement import Refinement, refine, refinement_box
-from .report import markdown_report, orderings, plot_dice_vs_clicks, summarise_rounds, write_reports
-from .samples import PredictLabeld, RefinementSampled, case_seed, image_spacing, matched_euclidean_scale, segment
+from .report import (
+    SCORES,
+    Comparison,
+    Pair,
+    Score,
+    difference_rows,
+    finding,
+    markdown_report,
+    paired_comparisons,
+    plot_dice_vs_clicks,
+    summarise_rounds,
+    write_reports,
+)
+from .rounds import REFINE_FROM, Round, Step, ball_step, case_seed, simulate_rounds
+from .samples import (
+    PredictLabeld,
+    RandRefinementSampled,
+    RefinementSampled,
+    image_spacing,
+    matched_euclidean_scale,
+    segment,
+)
 
 __all__ = [
     "AUTOMATIC",
     "INTERACTIVE",
     "InteractiveEvaluation",
-    "Round",
     "brain_box",
     "refine_clicks",
     "voxel_indices",
     "Refinement",
     "refine",
     "refinement_box",
+    "SCORES",
+    "Comparison",
+    "Pair",
+    "Score",
+    "difference_rows",
+    "finding",
     "markdown_report",
-    "orderings",
+    "paired_comparisons",
     "plot_dice_vs_clicks",
     "summarise_rounds",
     "write_reports",
-    "PredictLabeld",
-    "RefinementSampled",
+    "REFINE_FROM",
+    "Round",
+    "Step",
+    "ball_step",
     "case_seed",
+    "simulate_rounds",
+    "PredictLabeld",
+    "RandRefinementSampled",
+    "RefinementSampled",
     "image_spacing",
     "matched_euclidean_scale",
     "segment",

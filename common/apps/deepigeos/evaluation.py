@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +18,15 @@ from monai.utils.type_conversion import convert_to_tensor
 from torch import nn
 
 from common.apps.deepigeos.refinement import refine
-from common.apps.deepigeos.report import plot_dice_vs_clicks, summarise_rounds, write_reports
-from common.apps.deepigeos.samples import case_seed, image_spacing, segment
+from common.apps.deepigeos.report import Pair, plot_dice_vs_clicks, write_reports
+from common.apps.deepigeos.rounds import REFINE_FROM, Round, Step, ball_step, simulate_rounds
+from common.apps.deepigeos.samples import image_spacing, segment
 from common.metrics.surface import surface_distances
 from common.networks.blocks import CRFNet
-from common.transforms import clicks_to_seeds, paint_balls, simulate_clicks
+from common.transforms.clicks import SLICE_CHOICES
+from common.utils.stats import N_RESAMPLES
 
-__all__ = ["AUTOMATIC", "INTERACTIVE", "Round", "InteractiveEvaluation"]
+__all__ = ["AUTOMATIC", "INTERACTIVE", "InteractiveEvaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +40,6 @@ INTERACTIVE = {
     "balls": "Balls at the clicks, no network",
 }
 """The refinement methods and their names in the tables."""
-
-
-@dataclass(frozen=True)
-class Round:
-    """One round of :meth:`InteractiveEvaluation.simulate`: the label after it, the round's foreground and background
-    clicks ``(n, len(S))``, their count, the clicks so far, and the seconds of the refinement step."""
-
-    label: torch.Tensor
-    foreground: np.ndarray
-    background: np.ndarray
-    clicks: int
-    clicks_total: int
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -74,16 +63,17 @@ class InteractiveEvaluation:
     clicks, on held-out cases.
 
     Per case: P-Net and P-Net + CRF-Net(f) segment the whole (preprocessed) image; the ``start`` one is the initial
-    segmentation the user refines. For each refinement method, ``rounds`` rounds follow: a round of clicks is
-    simulated on the errors of the current label (:func:`common.transforms.simulate_clicks`: the three orthogonal
-    slices with the most errors, the DeepIGeoS rule per error region, at most ``max_clicks``), added to the clicks of
-    the earlier rounds (a user's clicks stay), and :func:`~common.apps.deepigeos.refine` gives the new label from the
-    image, the label it refines and all clicks (geodesic maps on the box around label and clicks, the R-Net, and for
-    R-Net + CRF-Net(fu) the CRF with every click clamped). With ``refine_from="initial"`` (default) the label R-Net
-    refines is always the initial segmentation, as in DeepIGeoS (R-Net takes "the user interactions with the initial
-    segmentation") and as R-Net was trained; with ``"previous"`` it is the label of the round before. The clicks
-    of a round are drawn from a random state seeded by ``seed``, the case and the round, so round 1 gives every
-    method the same clicks. A round without clicks (no error region large enough) leaves the label as it is.
+    segmentation the user refines. For each refinement method, ``rounds`` rounds follow
+    (:func:`~common.apps.deepigeos.simulate_rounds`, as R-Net's training samples draw them): a round of clicks is
+    simulated on the errors of the current label (:func:`common.transforms.simulate_clicks`: the slices with the most
+    errors as ``slice_choice`` picks them, the DeepIGeoS rule per error region, at most ``max_clicks``), added to the
+    clicks of the earlier rounds (a user's clicks stay), and :func:`~common.apps.deepigeos.refine` gives the new label
+    from the image, the label it refines and all clicks (geodesic maps on the box around label and clicks, the R-Net,
+    and for R-Net + CRF-Net(fu) the CRF with every click clamped). With ``refine_from="initial"`` (default) the label
+    R-Net refines is always the initial segmentation, as in DeepIGeoS (R-Net takes "the user interactions with the
+    initial segmentation") and as R-Net is trained; with ``"previous"`` it is the label of the round before. The
+    clicks of a round are drawn from a random state seeded by ``seed``, the case and the round, so round 1 gives
+    every method the same clicks. A round without clicks (no error region large enough) leaves the label as it is.
 
     Methods: ``rnet`` (R-Net, geodesic maps), ``rnet_crf`` (the R-Net and CRF-Net(fu) trained jointly), when
     ``rnet_euclidean`` is given, that R-Net (trained on Euclidean maps, ``lamb = 0``, scaled by ``euclidean_scale``)
@@ -95,10 +85,11 @@ class InteractiveEvaluation:
     (``ball_radius``; one radius without ``validation_data`` is used as given).
 
     Writes to ``output_dir`` (:func:`~common.apps.deepigeos.report.write_reports`): ``interactive_evaluation.csv``
-    (mean and sd over cases per method and round: clicks in the round, clicks so far, Dice, ASSD, seconds per
-    refinement step), ``interactive_evaluation_cases.csv`` (one row per case, method and round),
-    ``interactive_evaluation.md`` (the table, the settings and the orderings the method should show) and
-    ``dice_vs_clicks.png``.
+    (mean, sample sd and the bootstrap interval of the mean over cases per method and round: clicks in the round,
+    clicks so far, Dice, ASSD, seconds per refinement step), ``interactive_evaluation_cases.csv`` (one row per case,
+    method and round), ``interactive_evaluation_differences.csv`` (the paired per-case differences of :meth:`pairs`
+    with their intervals, wins and orderings), ``interactive_evaluation.md`` (the tables, the settings and the
+    findings) and ``dice_vs_clicks.png``.
 
     Args:
         data: preprocessed cases (e.g. a MONAI ``Dataset``): dicts with ``image`` ``(1, *S)`` normalised (a
@@ -119,12 +110,15 @@ class InteractiveEvaluation:
         refine_from: ``"initial"`` (the ``start`` label in every round) or ``"previous"`` (the last round's label).
         margin, geodesic_backend: as in :func:`~common.apps.deepigeos.refine` (the values R-Net was trained with).
         min_size, voxels_per_click, max_clicks: the click rule and the budget of a round.
+        slice_choice: how a 3D round picks its slices (:data:`common.transforms.clicks.SLICE_CHOICES`).
         inferer: how the automatic networks see a whole image (default: in one piece).
         device: where the networks run; amp: bfloat16 autocast of the automatic networks on CUDA.
         seed: base of the click seeds.
         spacing: voxel size in mm; ``None``: each image's ``pixdim`` (else 1).
         refine_key: the item's key of the image R-Net (and the geodesic maps) see, on the grid of ``image``
             (``"image"``: the automatic networks' image).
+        n_resamples, bootstrap_seed: the bootstrap resamples of the test cases behind every interval of the reports,
+            and their seed.
     """
 
     def __init__(
@@ -147,19 +141,24 @@ class InteractiveEvaluation:
         min_size: int = 30,
         voxels_per_click: int = 100,
         max_clicks: int | None = 10,
+        slice_choice: str = "all_errors",
         inferer: Inferer | None = None,
         device: str | torch.device = "cpu",
         amp: bool = False,
         seed: int = 0,
         spacing: Sequence[float] | None = None,
         refine_key: str = "image",
+        n_resamples: int = N_RESAMPLES,
+        bootstrap_seed: int = 0,
     ) -> None:
         if rounds < 1:
             raise ValueError(f"rounds: expected at least 1 round of clicks, found {rounds}")
         if start not in AUTOMATIC:
             raise ValueError(f"start: expected one of {list(AUTOMATIC)}, found {start!r}")
-        if refine_from not in ("initial", "previous"):
-            raise ValueError(f"refine_from: expected 'initial' or 'previous', found {refine_from!r}")
+        if refine_from not in REFINE_FROM:
+            raise ValueError(f"refine_from: expected one of {list(REFINE_FROM)}, found {refine_from!r}")
+        if slice_choice not in SLICE_CHOICES:
+            raise ValueError(f"slice_choice: expected one of {list(SLICE_CHOICES)}, found {slice_choice!r}")
         if ball_radii is not None and (not len(ball_radii) or min(ball_radii) < 0):
             raise ValueError(f"ball_radii: expected radii >= 0 in voxels, found {list(ball_radii)}")
         if ball_radii is not None and len(ball_radii) > 1 and validation_data is None:
@@ -190,8 +189,10 @@ class InteractiveEvaluation:
         self.rounds, self.start, self.refine_from, self.margin = int(rounds), start, refine_from, margin
         self.geodesic_backend = geodesic_backend
         self.min_size, self.voxels_per_click, self.max_clicks = min_size, voxels_per_click, max_clicks
+        self.slice_choice = slice_choice
         self.inferer, self.amp, self.seed, self.spacing = inferer, amp, seed, spacing
         self.refine_key = refine_key
+        self.n_resamples, self.bootstrap_seed = n_resamples, bootstrap_seed
 
     def settings(self) -> dict[str, object]:
         """What the table was made with (written into the markdown report)."""
@@ -213,6 +214,7 @@ class InteractiveEvaluation:
                 "min_size": self.min_size,
                 "voxels_per_click": self.voxels_per_click,
                 "max_clicks": self.max_clicks,
+                "slice_choice": self.slice_choice,
                 "margin": self.margin,
                 "geodesic_backend": self.geodesic_backend,
                 "seed": self.seed,
@@ -269,6 +271,23 @@ class InteractiveEvaluation:
         """The keys of :data:`INTERACTIVE` evaluated, in table order."""
         return [r.key for r in self.refiners] + ([] if self.ball_radii is None else ["balls"])
 
+    def pairs(self) -> list[Pair]:
+        """The paired comparisons of the reports: P-Net + CRF-Net(f) against P-Net alone; after every round, R-Net +
+        CRF-Net(fu) against the no-network baseline (when evaluated) and R-Net on geodesic against R-Net on Euclidean
+        maps (when evaluated); and every refinement method after every round against the initial segmentation."""
+        methods, rounds, start = self.methods(), range(1, self.rounds + 1), AUTOMATIC[self.start]
+        out = [Pair("P-Net + CRF-Net(f) vs P-Net alone", AUTOMATIC["pnet_crf"], 0, AUTOMATIC["pnet"], 0)]
+        if "balls" in methods:
+            heading = "R-Net + CRF-Net(fu) vs the no-network baseline"
+            out += [Pair(heading, INTERACTIVE["rnet_crf"], r, INTERACTIVE["balls"], r) for r in rounds]
+        if "rnet_euclidean" in methods:
+            heading = "Geodesic vs Euclidean maps (R-Net alone, the ablation)"
+            out += [Pair(heading, INTERACTIVE["rnet"], r, INTERACTIVE["rnet_euclidean"], r) for r in rounds]
+        for m in methods:
+            heading = f"{INTERACTIVE[m]}: each round vs the initial segmentation"
+            out += [Pair(heading, INTERACTIVE[m], r, start, 0) for r in rounds]
+        return out
+
     def simulate(
         self,
         method: str,
@@ -288,8 +307,9 @@ class InteractiveEvaluation:
             case: the case id the clicks are seeded with (with :attr:`seed` and the round).
             spacing: voxel size for the maps (``None``: 1).
 
-        Returns: one :class:`Round` per round: the label after it (``(*S)`` int64, CPU), its new clicks and their
-        count, the count so far, and the seconds of the refinement step (0 for a round without clicks).
+        Returns: one :class:`~common.apps.deepigeos.Round` per round (:func:`~common.apps.deepigeos.simulate_rounds`):
+        the label after it (``(*S)`` int64, CPU), its new clicks and their count, all clicks so far, their count, and
+        the seconds of the refinement step (0 for a round without clicks).
         """
         if method not in self.methods():
             raise ValueError(f"method: expected one of {self.methods()}, found {method!r}")
@@ -300,36 +320,24 @@ class InteractiveEvaluation:
                 raise ValueError(
                     "radius: expected the ball radius, found None (run() chooses it on the validation cases)"
                 )
-            step = self._ball_step(radius)
+            step = ball_step(radius)
         else:
             step = self._network_step(next(r for r in self.refiners if r.key == method), image, spacing)
-        label = convert_to_tensor(label, track_meta=False).cpu() != 0
-        initial = convert_to_tensor(start, track_meta=False).cpu().long()
-        current = initial
-        seeds = np.zeros((2, *label.shape), dtype=np.float32)
-        total = 0
-        out = []
-        for r in range(1, self.rounds + 1):
-            rng = np.random.RandomState(case_seed(self.seed, case, r))
-            fg, bg = simulate_clicks(
-                current.numpy() != 0,
-                label.numpy(),
-                rng,
-                self.min_size,
-                self.voxels_per_click,
-                max_clicks=self.max_clicks,
-            )
-            total += len(fg) + len(bg)
-            seconds = 0.0
-            if len(fg) + len(bg):
-                seeds = np.maximum(seeds, clicks_to_seeds(fg, bg, tuple(label.shape)))
-                current, seconds = step(initial if self.refine_from == "initial" else current, torch.from_numpy(seeds))
-            out.append(Round(current, fg, bg, len(fg) + len(bg), total, seconds))
-        return out
+        return simulate_rounds(
+            label,
+            start,
+            step,
+            self.rounds,
+            self.seed,
+            (case,),
+            refine_from=self.refine_from,
+            min_size=self.min_size,
+            voxels_per_click=self.voxels_per_click,
+            max_clicks=self.max_clicks,
+            slice_choice=self.slice_choice,
+        )
 
-    def _network_step(
-        self, refiner: _Refiner, image: torch.Tensor, spacing: Sequence[float] | None
-    ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
+    def _network_step(self, refiner: _Refiner, image: torch.Tensor, spacing: Sequence[float] | None) -> Step:
         """``(label (*S), seeds (2, *S)) -> (new label (*S) int64 on the CPU, seconds)`` by :func:`refine`."""
 
         def step(base: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -347,18 +355,6 @@ class InteractiveEvaluation:
                 scale=refiner.scale,
             )
             return out.probabilities.argmax(0).cpu(), sum(out.seconds.values())
-
-        return step
-
-    @staticmethod
-    def _ball_step(radius: float) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
-        """``(label (*S), seeds (2, *S)) -> (new label (*S) int64, seconds)`` by
-        :func:`~common.transforms.paint_balls`."""
-
-        def step(base: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, float]:
-            t0 = time.perf_counter()
-            out = paint_balls(base, seeds, radius)
-            return out, time.perf_counter() - t0
 
         return step
 
@@ -401,9 +397,10 @@ class InteractiveEvaluation:
             )
         if not rows:
             raise ValueError("data: expected at least one test case, found none")
-        summary = summarise_rounds(rows)
         methods = [AUTOMATIC[k] for k in AUTOMATIC] + [INTERACTIVE[k] for k in self.methods()]
-        write_reports(self.output_dir, summary, rows, methods, self.settings())
+        summary = write_reports(
+            self.output_dir, rows, methods, self.pairs(), self.settings(), self.n_resamples, self.bootstrap_seed
+        )
         plot_dice_vs_clicks(summary, methods, self.output_dir / "dice_vs_clicks.png", AUTOMATIC[self.start])
         logger.info("interactive evaluation done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
         return summary

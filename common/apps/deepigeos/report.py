@@ -1,128 +1,287 @@
-"""Tables and figure of the interactive evaluation: Dice and ASSD per method and round, clicks per round, and the
-orderings DeepIGeoS should show."""
+"""Tables and figure of the interactive evaluation: Dice and ASSD per method and round as mean +- sample sd with the
+bootstrap interval of the mean over test cases, clicks per round, and the paired per-case differences the method's
+claims rest on (each with its interval, the cases each side wins and the ordering the interval supports)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import atomic_path, save_figure, write_csv_rows
+from common.utils.stats import (
+    MIN_CASES,
+    N_RESAMPLES,
+    MeanInterval,
+    PairedDifference,
+    bootstrap_mean,
+    format_difference,
+    format_mean_interval,
+    ordering,
+    paired_bootstrap,
+)
 
-__all__ = ["summarise_rounds", "orderings", "markdown_report", "write_reports", "plot_dice_vs_clicks"]
+__all__ = [
+    "Score",
+    "SCORES",
+    "Pair",
+    "Comparison",
+    "summarise_rounds",
+    "paired_comparisons",
+    "difference_rows",
+    "finding",
+    "markdown_report",
+    "write_reports",
+    "plot_dice_vs_clicks",
+]
 
-_MEASURES = ("clicks", "clicks_total", "dice", "assd_mm", "seconds")
+
+class Score(NamedTuple):
+    """How a per-case value is shown: its label, decimals, and whether lower values are better."""
+
+    label: str
+    digits: int
+    lower_is_better: bool
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean and population sd of the non-NaN values and their count (NaN, NaN, 0 for none)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    return (float(v.mean()), float(v.std()), len(v)) if len(v) else (math.nan, math.nan, 0)
+SCORES = {"dice": Score("Dice", 4, False), "assd_mm": Score("ASSD (mm)", 2, True)}
+"""The per-case scores compared between methods (ASSD NaN where a mask is empty: left out and counted)."""
+
+_MEASURES = ("clicks", "clicks_total", *SCORES, "seconds")
 
 
-def summarise_rounds(rows: Sequence[Mapping[str, object]]) -> list[dict]:
-    """One row per (method, round) of the per-case ``rows`` (keys ``case``, ``method``, ``round`` and
-    ``clicks``, ``clicks_total``, ``dice``, ``assd_mm``, ``seconds``): ``cases``, then ``<measure>_mean`` and
-    ``<measure>_sd`` (population sd over cases; ASSD over the cases where both masks are non-empty, their number in
-    ``assd_cases``). Methods in order of first appearance, rounds ascending."""
-    groups: dict[tuple[str, int], list[Mapping[str, object]]] = {}
+class Pair(NamedTuple):
+    """One paired comparison: method ``a`` after round ``round_a`` against ``b`` after ``round_b`` (round 0: the
+    automatic segmentation), listed under ``heading``."""
+
+    heading: str
+    a: str
+    round_a: int
+    b: str
+    round_b: int
+
+    def side(self, which: str) -> str:
+        """``"R-Net, round 2"`` for ``which = "a"`` or ``"b"`` (the bare name at round 0)."""
+        name, rnd = (self.a, self.round_a) if which == "a" else (self.b, self.round_b)
+        return name if rnd == 0 else f"{name}, round {rnd}"
+
+
+class Comparison(NamedTuple):
+    """The :class:`Pair` on one of :data:`SCORES`, paired by case (:func:`~common.utils.stats.paired_bootstrap` of
+    ``a - b``)."""
+
+    pair: Pair
+    metric: str
+    result: PairedDifference
+
+    @property
+    def ordering(self) -> str:
+        """What the interval supports (:func:`~common.utils.stats.ordering`)."""
+        p = self.pair
+        return ordering(self.result, p.side("a"), p.side("b"), SCORES[self.metric].lower_is_better)
+
+
+def _groups(rows: Sequence[Mapping[str, object]]) -> dict[tuple[str, int], dict[str, Mapping[str, object]]]:
+    """Per-case ``rows`` by (``method``, ``round``) in order of first appearance (rounds ascending within a method),
+    each ``{case: row}`` sorted by case (so that an interval does not depend on the order of the rows)."""
+    groups: dict[tuple[str, int], dict[str, Mapping[str, object]]] = {}
     for r in rows:
-        groups.setdefault((str(r["method"]), int(r["round"])), []).append(r)
-    order = list(dict.fromkeys(str(r["method"]) for r in rows))
+        group = groups.setdefault((str(r["method"]), int(r["round"])), {})
+        if str(r["case"]) in group:
+            raise ValueError(f"{r['method']}, round {r['round']}: expected one row per case, found {r['case']} twice")
+        group[str(r["case"])] = r
+    order = list(dict.fromkeys(method for method, _ in groups))
+    keys = sorted(groups, key=lambda k: (order.index(k[0]), k[1]))
+    return {k: dict(sorted(groups[k].items())) for k in keys}
+
+
+def summarise_rounds(rows: Sequence[Mapping[str, object]], n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[dict]:
+    """One row per (method, round) of the per-case ``rows`` (keys ``case``, ``method``, ``round`` and ``clicks``,
+    ``clicks_total``, ``dice``, ``assd_mm``, ``seconds``), methods in order of first appearance, rounds ascending:
+    ``cases``, then for each measure ``<measure>_mean``, ``<measure>_sd`` (sample sd, ``ddof=1``),
+    ``<measure>_ci_low`` / ``<measure>_ci_high`` (the percentile 95 % interval of the mean over ``n_resamples``
+    bootstrap resamples of the cases sorted by case, seeded by ``seed``:
+    :func:`~common.utils.stats.bootstrap_mean`) and ``<measure>_n`` (cases where it is defined: ASSD needs both masks
+    non-empty)."""
     out = []
-    for method, rnd in sorted(groups, key=lambda k: (order.index(k[0]), k[1])):
-        group = groups[(method, rnd)]
+    for (method, rnd), group in _groups(rows).items():
         row: dict[str, object] = {"method": method, "round": rnd, "cases": len(group)}
         for m in _MEASURES:
-            mean, sd, n = _mean_sd([float(g[m]) for g in group])
-            row[f"{m}_mean"], row[f"{m}_sd"] = mean, sd
-            if m == "assd_mm":
-                row["assd_cases"] = n
+            result = bootstrap_mean(np.array([float(g[m]) for g in group.values()]), n_resamples, seed)
+            row.update(
+                {
+                    f"{m}_mean": result.mean,
+                    f"{m}_sd": result.sd,
+                    f"{m}_ci_low": result.low,
+                    f"{m}_ci_high": result.high,
+                    f"{m}_n": result.n,
+                }
+            )
         out.append(row)
     return out
 
 
-def _dice_by(summary: Sequence[Mapping[str, object]]) -> dict[tuple[str, int], float]:
-    return {(str(r["method"]), int(r["round"])): float(r["dice_mean"]) for r in summary}
-
-
-def orderings(
-    summary: Sequence[Mapping[str, object]], methods: Sequence[str], start: str = "P-Net + CRF-Net(f)"
-) -> list[tuple[str, bool | None]]:
-    """The orderings DeepIGeoS should show, each ``(statement with the numbers, holds)``; ``holds`` is None where a
-    method needed for it was not evaluated. Compared on the mean Dice over cases.
-
-    1. P-Net + CRF-Net(f) >= P-Net.  2. After round 1, R-Net + CRF-Net(fu) > P-Net + CRF-Net(f).
-    3. Dice does not fall from one round to the next, for each refinement method (round 0: ``start``, the automatic
-    method the refinement started from).  4. R-Net on geodesic maps >= R-Net on Euclidean maps, round by round.
-    """
-    dice = _dice_by(summary)
-    rounds = sorted({int(r["round"]) for r in summary if int(r["round"]) > 0})
-    out: list[tuple[str, bool | None]] = []
-
-    def have(*keys: tuple[str, int]) -> bool:
-        return all(k in dice for k in keys)
-
-    a, b = ("P-Net + CRF-Net(f)", 0), ("P-Net", 0)
-    out.append(
-        (f"P-Net + CRF-Net(f) >= P-Net: {dice[a]:.4f} vs {dice[b]:.4f}", dice[a] >= dice[b])
-        if have(a, b)
-        else ("P-Net + CRF-Net(f) >= P-Net: not evaluated", None)
-    )
-    a = ("R-Net + CRF-Net(fu)", 1)
-    b = ("P-Net + CRF-Net(f)", 0)
-    out.append(
-        (f"after round 1, R-Net + CRF-Net(fu) > P-Net + CRF-Net(f): {dice[a]:.4f} vs {dice[b]:.4f}", dice[a] > dice[b])
-        if have(a, b)
-        else ("after round 1, R-Net + CRF-Net(fu) > P-Net + CRF-Net(f): not evaluated", None)
-    )
-    for method in methods:
-        if not any(m == method for m, rnd in dice if rnd > 0):
+def paired_comparisons(
+    rows: Sequence[Mapping[str, object]], pairs: Sequence[Pair], n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> list[Comparison]:
+    """Each of ``pairs`` on each of :data:`SCORES`, paired by case: the mean of the per-case differences ``a - b``,
+    its percentile 95 % interval over ``n_resamples`` bootstrap resamples of the cases (sorted by case, seeded by
+    ``seed``), and the cases where each side is higher (:func:`~common.utils.stats.paired_bootstrap`; a case with
+    ASSD undefined on either side is dropped and counted). A pair whose method or round was not evaluated is left
+    out; the two sides of a pair must hold the same cases."""
+    groups = _groups(rows)
+    out = []
+    for pair in pairs:
+        a, b = (pair.a, pair.round_a), (pair.b, pair.round_b)
+        if a not in groups or b not in groups:
             continue
-        series = ([dice[(start, 0)]] if (start, 0) in dice else []) + [
-            dice[(method, r)] for r in rounds if (method, r) in dice
-        ]
-        text = " -> ".join(f"{v:.4f}" for v in series)
-        out.append((f"{method}: Dice does not fall from round to round: {text}", all(np.diff(series) >= 0)))
-    geo, euc = "R-Net", "R-Net, Euclidean maps"
-    pairs = [((geo, r), (euc, r)) for r in rounds if have((geo, r), (euc, r))]
-    if pairs:
-        text = ", ".join(f"round {g[1]}: {dice[g]:.4f} vs {dice[e]:.4f}" for g, e in pairs)
-        out.append(
-            (
-                f"R-Net on geodesic maps >= on Euclidean maps, round by round: {text}",
-                all(dice[g] >= dice[e] for g, e in pairs),
+        if set(groups[a]) != set(groups[b]):
+            raise ValueError(
+                f"{pair.side('a')} and {pair.side('b')}: expected the same cases to pair, found {sorted(groups[a])} "
+                f"and {sorted(groups[b])}"
             )
-        )
-    else:
-        out.append(("R-Net on geodesic maps >= on Euclidean maps: not evaluated (no Euclidean R-Net)", None))
+        cases = list(groups[a])
+        for metric in SCORES:
+            result = paired_bootstrap(
+                np.array([float(groups[a][c][metric]) for c in cases]),
+                np.array([float(groups[b][c][metric]) for c in cases]),
+                n_resamples,
+                seed,
+            )
+            out.append(Comparison(pair, metric, result))
     return out
 
 
-def _fmt(mean: object, sd: object, digits: int) -> str:
-    mean, sd = float(mean), float(sd)
-    if math.isnan(mean):
-        return "nan"
-    return f"{mean:.{digits}f} +- {sd:.{digits}f}"
+def difference_rows(comparisons: Sequence[Comparison]) -> list[dict]:
+    """The comparisons as CSV rows: ``a_higher`` / ``b_higher`` / ``ties`` count the cases by the sign of ``a - b``
+    (for a ``lower_is_better`` score ``b_higher`` are ``a``'s wins), ``dropped`` the cases undefined on either side,
+    ``ordering`` what the interval supports."""
+    return [
+        {
+            "comparison": c.pair.heading,
+            "a": c.pair.a,
+            "round_a": c.pair.round_a,
+            "b": c.pair.b,
+            "round_b": c.pair.round_b,
+            "metric": c.metric,
+            "lower_is_better": SCORES[c.metric].lower_is_better,
+            "mean_a": c.result.mean_a,
+            "mean_b": c.result.mean_b,
+            "difference": c.result.difference,
+            "ci_low": c.result.low,
+            "ci_high": c.result.high,
+            "a_higher": c.result.wins_a,
+            "b_higher": c.result.wins_b,
+            "ties": c.result.ties,
+            "n": c.result.n,
+            "dropped": c.result.dropped,
+            "resolved": c.result.resolved,
+            "ordering": c.ordering,
+        }
+        for c in comparisons
+    ]
+
+
+def finding(comparisons: Sequence[Comparison]) -> str:
+    """One sentence for the scores of one pair, each with what its interval supports: ``"R-Net + CRF-Net(fu), round
+    1 vs Balls at the clicks, no network, round 1, 4 cases: Dice: R-Net + CRF-Net(fu), round 1 better (0.0210
+    [0.0105, 0.0330], 4/4); ASSD (mm): not resolved on these data"``. The difference, its interval and the cases
+    where ``a`` is higher follow an ordering only."""
+    pair = comparisons[0].pair
+    parts = []
+    for c in comparisons:
+        score = SCORES[c.metric]
+        text = f"{score.label}: {c.ordering}"
+        parts.append(text + (f" ({format_difference(c.result, score.digits)})" if c.result.resolved else ""))
+    cases = comparisons[0].result.n + comparisons[0].result.dropped
+    return f"{pair.side('a')} vs {pair.side('b')}, {cases} cases: " + "; ".join(parts)
+
+
+def _interval(row: Mapping[str, object], key: str) -> MeanInterval:
+    """A summary row's ``key`` back as the :class:`~common.utils.stats.MeanInterval` it was made from."""
+    n = int(row[f"{key}_n"])
+    return MeanInterval(
+        mean=float(row[f"{key}_mean"]),
+        sd=float(row[f"{key}_sd"]),
+        low=float(row[f"{key}_ci_low"]),
+        high=float(row[f"{key}_ci_high"]),
+        n=n,
+        dropped=int(row["cases"]) - n,
+        confidence=0.95,
+    )
+
+
+def _differences_section(comparisons: Sequence[Comparison], n_resamples: int, seed: int) -> list[str]:
+    """The markdown of the paired differences: how they are made, what they can resolve, a table per heading, the
+    findings."""
+    out = [
+        "## Paired differences (per test case)",
+        "",
+        (
+            "A - B is the mean of the per-case differences on the same test cases, with the percentile 95 % interval "
+            f"of {n_resamples:,} bootstrap resamples of the cases (seed {seed}) and the cases where A is higher out of "
+            "those compared (higher is better for Dice, lower for ASSD). An ordering is stated only where the interval "
+            f'excludes 0 over at least {MIN_CASES} cases, else "not resolved on these data".'
+        ),
+    ]
+    if not comparisons:
+        return out + ["", "No two methods were evaluated on the same cases: nothing to compare.", ""]
+    half = [(c.result.high - c.result.low) / 2 for c in comparisons if c.metric == "dice"]
+    half = [h for h in half if not math.isnan(h)]
+    if half:
+        cases = sorted({c.result.n for c in comparisons if c.metric == "dice"})
+        out[-1] += (
+            f" With {'/'.join(map(str, cases))} test cases the Dice differences' intervals reach {min(half):.4f} to "
+            f"{max(half):.4f} either side of the mean: smaller differences are not resolved."
+        )
+    for heading in dict.fromkeys(c.pair.heading for c in comparisons):
+        out += [
+            "",
+            f"### {heading}",
+            "",
+            "| A | B | score | mean A | mean B | A - B [95 % CI], A higher / n | reading |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in (c for c in comparisons if c.pair.heading == heading):
+            score = SCORES[c.metric]
+            out.append(
+                f"| {c.pair.side('a')} | {c.pair.side('b')} | {score.label} | {c.result.mean_a:.{score.digits}f} | "
+                f"{c.result.mean_b:.{score.digits}f} | {format_difference(c.result, score.digits)} | {c.ordering} |"
+            )
+    out += ["", "**Findings**", ""]
+    for pair in dict.fromkeys(c.pair for c in comparisons):
+        out.append(f"- {finding([c for c in comparisons if c.pair == pair])}")
+    return out + [""]
 
 
 def markdown_report(
-    summary: Sequence[Mapping[str, object]], methods: Sequence[str], settings: Mapping[str, object]
+    summary: Sequence[Mapping[str, object]],
+    comparisons: Sequence[Comparison],
+    methods: Sequence[str],
+    settings: Mapping[str, object],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
 ) -> str:
-    """The markdown of :func:`write_reports`: settings, the table per method and round, the orderings."""
+    """The markdown of :func:`write_reports`: settings, the table per method and round (:func:`summarise_rounds`),
+    and the paired ``comparisons`` (:func:`paired_comparisons`, made with ``n_resamples`` and ``seed``) with their
+    findings."""
     cases = max(int(r["cases"]) for r in summary)
+    refined = "initial" if settings.get("refine_from", "initial") == "initial" else "previous"
     lines = [
         "# DeepIGeoS interactive evaluation",
         "",
-        f"{cases} test cases. Mean +- sd (population) over cases. Round 0 is the automatic segmentation; in round r "
-        f"the simulated user adds clicks on the errors of the label of round r - 1 (the three orthogonal slices with "
-        f"the most errors, the DeepIGeoS rule per error region, at most {settings.get('max_clicks')} per round) and "
-        f"the method refines the {'initial' if settings.get('refine_from', 'initial') == 'initial' else 'previous'} "
-        f"label with all clicks so far. The initial label is {settings.get('start')}.",
+        (
+            f"{cases} test cases, the unit of every statistic. Round 0 is the automatic segmentation; in round r the "
+            "simulated user adds clicks on the errors of the label of round r - 1 (the slices with the most errors, "
+            f"the DeepIGeoS rule per error region, at most {settings.get('max_clicks')} per round) and the method "
+            f"refines the {refined} label with all clicks so far. The initial label is {settings.get('start')}. Dice "
+            "and ASSD cells: mean +- sample sd over cases [percentile 95 % interval of the mean, "
+            f"{n_resamples:,} bootstrap resamples of the cases, seed {seed}]."
+        ),
         "",
         "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()),
         "",
@@ -131,32 +290,40 @@ def markdown_report(
     ]
     for method in methods:
         for r in (s for s in summary if s["method"] == method):
+            dice, assd = (format_mean_interval(_interval(r, k), SCORES[k].digits) for k in SCORES)
             lines.append(
                 f"| {method} | {r['round']} | {float(r['clicks_mean']):.1f} | {float(r['clicks_total_mean']):.1f} | "
-                f"{_fmt(r['dice_mean'], r['dice_sd'], 4)} | {_fmt(r['assd_mm_mean'], r['assd_mm_sd'], 2)} | "
-                f"{r['assd_cases']} | {float(r['seconds_mean']):.2f} |"
+                f"{dice} | {assd} | {r['assd_mm_n']} | {float(r['seconds_mean']):.2f} |"
             )
-    lines += ["", "Orderings (mean Dice):", ""]
-    for text, holds in orderings(summary, methods, str(settings.get("start", "P-Net + CRF-Net(f)"))):
-        lines.append(f"- {'holds' if holds else ('not evaluated' if holds is None else 'FAILS')}: {text}")
-    lines += ["", f"ASSD: {EMPTY_MASK_CONVENTION}", ""]
+    lines += [""] + _differences_section(comparisons, n_resamples, seed)
+    lines += [f"ASSD: {EMPTY_MASK_CONVENTION}", ""]
     return "\n".join(lines)
 
 
 def write_reports(
     output_dir: str | Path,
-    summary: Sequence[Mapping[str, object]],
     rows: Sequence[Mapping[str, object]],
     methods: Sequence[str],
+    pairs: Sequence[Pair],
     settings: Mapping[str, object],
-) -> None:
-    """Write ``interactive_evaluation.csv`` (``summary``), ``interactive_evaluation_cases.csv`` (``rows``) and
-    ``interactive_evaluation.md`` into ``output_dir``, each atomically."""
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> list[dict]:
+    """Write, each atomically, into ``output_dir``: ``interactive_evaluation_cases.csv`` (``rows``, one per case,
+    method and round), ``interactive_evaluation.csv`` (:func:`summarise_rounds`),
+    ``interactive_evaluation_differences.csv`` (:func:`difference_rows` of :func:`paired_comparisons` of ``pairs``;
+    only when a pair was evaluated) and ``interactive_evaluation.md`` (:func:`markdown_report`), the intervals from ``n_resamples`` bootstrap
+    resamples seeded by ``seed``. Returns the summary rows."""
     out = Path(output_dir)
-    write_csv_rows(out / "interactive_evaluation.csv", summary)
+    summary = summarise_rounds(rows, n_resamples, seed)
+    comparisons = paired_comparisons(rows, pairs, n_resamples, seed)
     write_csv_rows(out / "interactive_evaluation_cases.csv", rows)
+    write_csv_rows(out / "interactive_evaluation.csv", summary)
+    if comparisons:
+        write_csv_rows(out / "interactive_evaluation_differences.csv", difference_rows(comparisons))
     with atomic_path(out / "interactive_evaluation.md") as tmp:
-        tmp.write_text(markdown_report(summary, methods, settings))
+        tmp.write_text(markdown_report(summary, comparisons, methods, settings, n_resamples, seed))
+    return summary
 
 
 def plot_dice_vs_clicks(

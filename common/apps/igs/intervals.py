@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from common.utils.stats import (
+    MIN_CASES,
     N_RESAMPLES,
     PairedDifference,
     format_difference,
@@ -223,7 +224,7 @@ def intervals_markdown(
         f"volume{averaged}: the mean difference (pattern - reference) with the percentile 95 % interval of "
         f"{n_resamples:,} seeded bootstrap "
         "resamples of the volumes, and the volumes the pattern wins out of those compared. An ordering is stated "
-        "only where the interval excludes 0. Means here are over volumes of each volume's value; a table above "
+        f"only where the interval excludes 0 over at least {MIN_CASES} volumes. Means here are over volumes of each volume's value; a table above "
         "averages each structure over volumes first, so the two differ only where a structure is absent from a "
         "volume.",
     ]

@@ -16,6 +16,7 @@ from common.metrics.lesion import LESION_SCORES, micro_dice
 from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import atomic_path, save_figure, write_csv_rows
 from common.utils.stats import (
+    MIN_CASES,
     N_RESAMPLES,
     MeanInterval,
     PairedDifference,
@@ -237,7 +238,8 @@ def _differences_section(comparisons: Sequence[Comparison], n_resamples: int, se
         "same stage, on the same subjects: A - B is the mean of the per-subject differences, with the percentile 95 % "
         f"interval of {n_resamples:,} bootstrap resamples of the subjects (seed {seed}) and the subjects where A is "
         "higher out of those compared (lower is better for HD, ASSD, the count and volume differences and the time). "
-        'An ordering is stated only where the interval excludes 0, else "not resolved on these data".',
+        f'An ordering is stated only where the interval excludes 0 over at least {MIN_CASES} subjects, else "not resolved '
+        'on these data".',
     ]
     if not comparisons:
         return out + ["", "Only one model and one inference mode were evaluated: nothing to compare.", ""]

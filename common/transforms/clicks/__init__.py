@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .array import SimulateClicks, clicks_per_region, clicks_to_seeds, paint_balls, simulate_clicks
+from .array import SLICE_CHOICES, SimulateClicks, clicks_per_region, clicks_to_seeds, paint_balls, simulate_clicks
 from .dictionary import SimulateClicksd
 
 __all__ = [
+    "SLICE_CHOICES",
     "SimulateClicks",
     "SimulateClicksd",
     "clicks_per_region",

@@ -13,7 +13,11 @@ from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["clicks_per_region", "simulate_clicks", "clicks_to_seeds", "paint_balls", "SimulateClicks"]
+__all__ = ["SLICE_CHOICES", "clicks_per_region", "simulate_clicks", "clicks_to_seeds", "paint_balls", "SimulateClicks"]
+
+SLICE_CHOICES = ("all_errors", "per_error_type")
+"""How a 3D round of :func:`simulate_clicks` picks the slice along each axis: the most mis-segmented voxels of both
+kinds together (three slices), or of each kind apart (the public re-implementation's choice, up to six slices)."""
 
 
 def clicks_per_region(size: int, min_size: int = 30, voxels_per_click: int = 100) -> int:
@@ -58,6 +62,12 @@ def _distinct(points: list[np.ndarray], ndim: int) -> np.ndarray:
     return stacked[np.sort(first)]
 
 
+def _most_errors(error: np.ndarray) -> list[tuple[int, int]]:
+    """``(axis, index)`` of the slice with the most voxels of the 3D mask ``error`` along each axis (the first on
+    ties)."""
+    return [(a, int(error.sum(axis=tuple(b for b in range(3) if b != a)).argmax())) for a in range(3)]
+
+
 def simulate_clicks(
     pred: np.ndarray,
     label: np.ndarray,
@@ -66,17 +76,22 @@ def simulate_clicks(
     voxels_per_click: int = 100,
     connectivity: int | None = None,
     max_clicks: int | None = 10,
+    slice_choice: str = "all_errors",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One round of the clicks a user would give on the errors of ``pred``: foreground clicks in under-segmented
     pixels (``label`` and not ``pred``), background clicks in over-segmented ones (``pred`` and not ``label``).
 
-    The user looks at 2D slices. A 2D image is one slice. In a 3D volume the user looks at three slices, one
-    perpendicular to each axis (axial, coronal, sagittal): along each axis the slice with the most mis-segmented
-    voxels (under- and over-segmented together; the first such slice on ties). In each connected under- or
-    over-segmented region of those slices (``Nm`` pixels, 2D connectivity) the DeepIGeoS rule asks for
-    ``clicks_per_region(Nm)`` clicks, drawn at random without replacement. If the round asks for more than
-    ``max_clicks``, the clicks go one at a time to the regions in decreasing size (round robin) until the budget
-    is spent: the largest errors first, each region at most what the rule asks for it.
+    The user looks at 2D slices. A 2D image is one slice. In a 3D volume, along each axis (axial, coronal,
+    sagittal) the user looks at the slice with the most mis-segmented voxels (the first such slice on ties), counted
+    as ``slice_choice`` says: ``"all_errors"`` (default) counts under- and over-segmented voxels together, so a round
+    looks at three slices (what a user sees in a 2D viewer); ``"per_error_type"`` counts each kind apart, so the
+    under-segmented regions are taken from their own three slices and the over-segmented ones from theirs (up to six
+    slices; the public re-implementation's choice, HITLAB-DeepIGeoS ``utils/geodis_toolkits.py``: ``randompoint`` with
+    its own ``focusregion_index`` per error type). In each connected under- or over-segmented region of those slices
+    (``Nm`` pixels, 2D connectivity) the DeepIGeoS rule asks for ``clicks_per_region(Nm)`` clicks, drawn at random
+    without replacement. If the round asks for more than ``max_clicks``, the clicks go one at a time to the regions
+    in decreasing size (round robin) until the budget is spent: the largest errors first, each region at most what
+    the rule asks for it.
 
     Args:
         pred: ``(*S)`` binary prediction (non-zero = foreground), ``S`` of 2 or 3 axes.
@@ -88,6 +103,7 @@ def simulate_clicks(
             2 or ``None`` = edges and corners (8-connected).
         max_clicks: budget of one round (foreground and background together); ``None``: no budget. The default 10
             keeps a round to what a user clicks on three slices.
+        slice_choice: how a 3D round picks its slices, one of :data:`SLICE_CHOICES` (ignored in 2D).
 
     Returns: foreground and background clicks, each ``(n, len(S))`` int64 voxel indices, distinct, at most
     ``max_clicks`` together. Equal ``rng`` states give equal clicks. ``len(fg) + len(bg)`` is the round's click count.
@@ -96,16 +112,21 @@ def simulate_clicks(
     label = np.asarray(label) != 0
     if pred.shape != label.shape or pred.ndim not in (2, 3):
         raise ValueError(f"pred, label: expected equal shapes with 2 or 3 axes, found {pred.shape} and {label.shape}")
+    if slice_choice not in SLICE_CHOICES:
+        raise ValueError(f"slice_choice: expected one of {list(SLICE_CHOICES)}, found {slice_choice!r}")
     under, over = label & ~pred, pred & ~label
+    views: dict[bool, list[tuple[int, int] | None]]  # per kind (foreground click?), the slices it is looked at on
     if pred.ndim == 2:
-        views: list[tuple[int, int] | None] = [None]
+        views = {True: [None], False: [None]}
+    elif slice_choice == "all_errors":
+        views = dict.fromkeys((True, False), _most_errors(under | over))
     else:
-        errors = under | over
-        views = [(a, int(errors.sum(axis=tuple(b for b in range(3) if b != a)).argmax())) for a in range(3)]
+        views = {True: _most_errors(under), False: _most_errors(over)}
     structure = ndimage.generate_binary_structure(2, 2 if connectivity is None else connectivity)
     regions = []  # (is foreground click, coordinates (Nm, ndim))
-    for view in views:
+    for v in range(len(views[True])):
         for foreground, error in ((True, under), (False, over)):
+            view = views[foreground][v]
             plane = error if view is None else np.take(error, view[1], axis=view[0])
             for coords in _regions(plane, structure):
                 regions.append((foreground, coords if view is None else np.insert(coords, view[0], view[1], axis=1)))
@@ -170,6 +191,7 @@ class SimulateClicks(Randomizable, Transform):
         min_size: regions smaller than this get no click.    voxels_per_click: pixels per click in a region.
         connectivity: 1 (4-connected) or 2 (8-connected, the default) within a slice.
         max_clicks: clicks per round at most (foreground and background together); ``None``: no budget.
+        slice_choice: how a 3D round picks its slices (:data:`SLICE_CHOICES`).
 
     Shapes: ``pred`` and ``label`` ``(1, *S)`` (channel-first binary maps, ``S`` of 2 or 3 axes) ->
     ``(seeds, foreground, background)``: seeds ``(2, *S)`` float32 (background, foreground; type and device of
@@ -185,6 +207,7 @@ class SimulateClicks(Randomizable, Transform):
         voxels_per_click: int = 100,
         connectivity: int | None = None,
         max_clicks: int | None = 10,
+        slice_choice: str = "all_errors",
     ) -> None:
         if min_size < 1 or voxels_per_click < 1:
             raise ValueError(
@@ -194,17 +217,27 @@ class SimulateClicks(Randomizable, Transform):
             raise ValueError(f"connectivity: expected None, 1 or 2 (within a slice), found {connectivity}")
         if max_clicks is not None and max_clicks < 1:
             raise ValueError(f"max_clicks: expected None or at least 1 click per round, found {max_clicks}")
+        if slice_choice not in SLICE_CHOICES:
+            raise ValueError(f"slice_choice: expected one of {list(SLICE_CHOICES)}, found {slice_choice!r}")
         self.min_size = min_size
         self.voxels_per_click = voxels_per_click
         self.connectivity = connectivity
         self.max_clicks = max_clicks
+        self.slice_choice = slice_choice
         self._clicks: tuple[np.ndarray, np.ndarray] | None = None
 
     def randomize(self, data: tuple[np.ndarray, np.ndarray]) -> None:
         """Draw the clicks for ``data = (pred, label)`` (spatial ``(*S)`` arrays) from ``self.R``."""
         pred, label = data
         self._clicks = simulate_clicks(
-            pred, label, self.R, self.min_size, self.voxels_per_click, self.connectivity, self.max_clicks
+            pred,
+            label,
+            self.R,
+            self.min_size,
+            self.voxels_per_click,
+            self.connectivity,
+            self.max_clicks,
+            self.slice_choice,
         )
 
     def __call__(

@@ -39,6 +39,7 @@ class SimulateClicksd(MapTransform, Randomizable):
         voxels_per_click: int = 100,
         connectivity: int | None = None,
         max_clicks: int | None = 10,
+        slice_choice: str = "all_errors",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -47,7 +48,7 @@ class SimulateClicksd(MapTransform, Randomizable):
         self.seeds_key = seeds_key
         self.points_key = points_key
         self.count_key = count_key
-        self.op = SimulateClicks(min_size, voxels_per_click, connectivity, max_clicks)
+        self.op = SimulateClicks(min_size, voxels_per_click, connectivity, max_clicks, slice_choice)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> SimulateClicksd:
         super().set_random_state(seed, state)

@@ -1,5 +1,5 @@
-"""Simulated clicks: the per-region count rule, a 3D round on the three slices a user looks at, the per-round budget,
-clicks inside errors of their kind, seed maps, the count per round, determinism, errors."""
+"""Simulated clicks: the per-region count rule, a 3D round on the three slices a user looks at (or per error type),
+the per-round budget, clicks inside errors of their kind, seed maps, the count per round, determinism, errors."""
 
 from __future__ import annotations
 
@@ -82,6 +82,33 @@ def test_3d_round_uses_the_slice_with_the_most_errors_along_each_axis() -> None:
     assert label[tuple(fg.T)].all() and not pred[tuple(fg.T)].any()
 
 
+@pytest.mark.parametrize("slice_choice", ["all_errors", "per_error_type"])
+def test_3d_slices_chosen_on_all_errors_or_per_error_type(slice_choice: str) -> None:
+    """All errors together: three slices (x 14, y 3, z 4). Per error type (the re-implementation): the missed voxels
+    on their own most-missed slices (x 2, y 3, z 4), the false ones on theirs (x 14, y 12, z 15)."""
+    label = np.zeros((20, 22, 24), dtype=np.uint8)
+    pred = np.zeros_like(label)
+    label[2:12, 3:9, 4:10] = 1  # missed: 36 voxels in each axis-0 slice, 60 per axis-1 and per axis-2 slice
+    pred[14:18, 12:20, 15:22] = 1  # false: 56 per axis-0 slice, 28 per axis-1 slice, 32 per axis-2 slice
+    fg, bg = simulate_clicks(pred, label, np.random.RandomState(0), max_clicks=None, slice_choice=slice_choice)
+    under, over = label.astype(bool) & ~pred.astype(bool), pred.astype(bool) & ~label.astype(bool)
+    assert under[tuple(fg.T)].all() and over[tuple(bg.T)].all()
+    if slice_choice == "all_errors":
+        fg_slices, bg_slices = [(1, 3), (2, 4)], [(0, 14)]  # regions of 60, 60 (under) and 56 pixels (over)
+    else:
+        fg_slices, bg_slices = [(0, 2), (1, 3), (2, 4)], [(0, 14), (2, 15)]  # 36, 60, 60 and 56, 32 (28 < 30: none)
+    for clicks, slices in ((fg, fg_slices), (bg, bg_slices)):
+        assert len(clicks) == len(slices)  # one region of at least 30 pixels per slice: one click each
+        assert all(any(p[a] == s for a, s in slices) for p in clicks)  # every click on one of those slices
+        assert all(any(p[a] == s for p in clicks) for a, s in slices)  # every slice clicked
+    default = simulate_clicks(pred, label, np.random.RandomState(0), max_clicks=None)
+    if slice_choice == "all_errors":  # the default, unchanged
+        np.testing.assert_array_equal(default[0], fg)
+        np.testing.assert_array_equal(default[1], bg)
+    with pytest.raises(ValueError, match=r"slice_choice: expected one of \['all_errors', 'per_error_type'\]"):
+        simulate_clicks(pred, label, np.random.RandomState(0), slice_choice="per_kind")
+
+
 def tumour_case(diameter: int, shape: tuple[int, int, int] = (128, 128, 96)) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth: an ellipsoid ``diameter`` voxels across (first axis); prediction: misses the cap beyond half its
     radius and leaks into a ball beside it (a P-Net-like result)."""
@@ -159,6 +186,7 @@ def test_perfect_prediction_gives_no_clicks() -> None:
         (lambda: SimulateClicks(min_size=0), "min_size, voxels_per_click: expected"),
         (lambda: SimulateClicks(connectivity=3), "connectivity: expected"),
         (lambda: SimulateClicks(max_clicks=0), "max_clicks: expected"),
+        (lambda: SimulateClicksd(slice_choice="both"), "slice_choice: expected"),
         (lambda: SimulateClicksd(keys="pred"), "keys: expected 2 keys"),
     ],
 )

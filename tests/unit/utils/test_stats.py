@@ -148,8 +148,11 @@ def test_nanmean_is_nan_only_where_every_value_is():
 
 
 def test_ordering_is_stated_only_where_the_interval_excludes_zero():
-    a, b = np.array([0.9, 0.8, 0.85, 0.95]), np.array([0.5, 0.4, 0.45, 0.55])
+    a, b = np.array([0.9, 0.8, 0.85, 0.95, 0.7, 0.75]), np.array([0.5, 0.4, 0.45, 0.55, 0.5, 0.6])
     assert ordering(paired_bootstrap(a, b), "A", "B") == "A better"
+    four = paired_bootstrap(a[:4], b[:4])  # 4/4 the same sign: the interval excludes 0, a sign test gives p = 0.125
+    assert four.low > 0 and not four.resolved
+    assert ordering(four, "A", "B") == "not resolved on these data (fewer than 6 cases)"
     assert ordering(paired_bootstrap(b, a), "B", "A") == "A better"
     assert ordering(paired_bootstrap(b, a), "B", "A", lower_is_better=True) == "B better"  # a distance: lower wins
     noisy = paired_bootstrap(np.array([0.5, 0.6, 0.4, 0.55]), np.array([0.55, 0.5, 0.45, 0.5]))

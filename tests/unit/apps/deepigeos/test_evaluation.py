@@ -1,6 +1,7 @@
 """InteractiveEvaluation: rounds of simulated clicks per method (the same first-round clicks for every method,
 clicks accumulating, CRF-Net(fu) keeping every clicked voxel), scores against an independent Dice, the reports it
-writes, and errors."""
+writes (with the paired comparisons asked for), the R-Net training samples drawing the clicks of its rounds, the
+slice choice, and errors."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from common.apps.deepigeos import InteractiveEvaluation, segment
+from common.apps.deepigeos import InteractiveEvaluation, RefinementSampled, case_seed, refinement_box, segment
 from common.apps.deepigeos.evaluation import _dice
 from common.networks.blocks import CRFNet
 from common.networks.nets import CRFSegmenter, PNet, rnet
-from common.transforms import clicks_to_seeds, paint_balls
+from common.transforms import clicks_to_seeds, paint_balls, simulate_clicks
 
 SMALL = {"features": (4, 4, 4, 4, 4), "compress": 2, "head_channels": 4}
 RULE = {"min_size": 4, "voxels_per_click": 20, "max_clicks": 5}
@@ -98,9 +99,22 @@ def test_reports_hold_every_method_and_round_with_independent_dice(tmp_path) -> 
         mean = np.mean([float(x[key[: -len("_mean")]]) for x in rows if x["method"] == "R-Net" and x["round"] == "2"])
         assert float(next(s for s in summary if s["method"] == "R-Net" and s["round"] == 2)[key]) == pytest.approx(mean)
     md = (tmp_path / "interactive_evaluation.md").read_text()
-    assert "| R-Net + CRF-Net(fu) | 3 |" in md and "Orderings (mean Dice):" in md and "max_clicks 5" in md
+    assert "| R-Net + CRF-Net(fu) | 3 |" in md and "## Paired differences (per test case)" in md
+    assert "max_clicks 5" in md and "slice_choice all_errors" in md
     assert (tmp_path / "dice_vs_clicks.png").stat().st_size > 1000
-    assert (tmp_path / "interactive_evaluation.csv").is_file()
+    differences = list(csv.DictReader(open(tmp_path / "interactive_evaluation_differences.csv")))
+    pairs = {(d["a"], d["round_a"], d["b"], d["round_b"]) for d in differences}
+    start = ("P-Net + CRF-Net(f)", "0")  # no ball baseline: CRF-Net(f), geodesic vs Euclidean, each round vs start
+    expected = {("P-Net + CRF-Net(f)", "0", "P-Net", "0")}
+    expected |= {("R-Net", str(r), "R-Net, Euclidean maps", str(r)) for r in (1, 2, 3)}
+    expected |= {(m, str(r), *start) for m in names[2:] for r in (1, 2, 3)}
+    assert pairs == expected and len(differences) == 2 * len(expected)  # Dice and ASSD each
+    assert {d["lower_is_better"] for d in differences if d["metric"] == "assd_mm"} == {"True"}
+    r = next(d for d in differences if (d["a"], d["round_a"], d["b"], d["metric"]) == ("R-Net", "2", start[0], "dice"))
+    by_case = sorted(rows, key=lambda x: x["case"])
+    a = [float(x["dice"]) for x in by_case if x["method"] == "R-Net" and x["round"] == "2"]
+    b = [float(x["dice"]) for x in by_case if x["method"] == start[0]]
+    assert float(r["difference"]) == pytest.approx(np.mean(np.subtract(a, b)))  # paired by case
 
 
 def test_without_euclidean_r_net_there_are_no_ablation_rows(tmp_path) -> None:
@@ -191,3 +205,32 @@ def test_ball_baseline_uses_the_same_clicks_and_its_radius_is_chosen_on_validati
         evaluation(tmp_path, ball_radii=[1, 2])
     with pytest.raises(ValueError, match="ball_radii: expected radii >= 0"):
         evaluation(tmp_path, ball_radii=[-1])
+
+
+def test_training_samples_draw_the_clicks_of_the_ball_rounds(tmp_path) -> None:
+    """R-Net's training sample after k rounds holds the clicks the evaluation's no-network rounds give the same case,
+    start label and seed (its stand-in between rounds), in the box refine uses."""
+    ev = evaluation(tmp_path, ball_radii=[2], seed=3)
+    item = cases()[0]
+    start = segment(ev.automatic["pnet_crf"], item["image"])
+    rounds = ev.simulate("balls", item["image"], item["label"][0], start, "case0")
+    sample = RefinementSampled(margin=3, rounds=3, ball_radius=2, seed=3, **RULE)(
+        {"image": item["image"], "pred": start[None], "label": item["label"], "case": "case0"}
+    )
+    box = refinement_box(start, rounds[-1].seeds, 3)
+    torch.testing.assert_close(sample["seeds"], rounds[-1].seeds[(slice(None), *box)])
+    assert sample["clicks"] == rounds[-1].clicks_total > RULE["max_clicks"]
+
+
+def test_slice_choice_reaches_the_clicks(tmp_path) -> None:
+    ev = evaluation(tmp_path, slice_choice="per_error_type")
+    item = cases()[1]
+    start = torch.zeros(20, 22, 16, dtype=torch.long)
+    start[6:10, 8:12, 5:9] = 1
+    start[15:19, 15:20, 10:14] = 1  # a false positive as well: both kinds of error
+    first = ev.simulate("rnet", item["image"], item["label"][0], start, "case1")[0]
+    rng = np.random.RandomState(case_seed(0, "case1", 1))
+    fg, bg = simulate_clicks(start.numpy(), item["label"][0].numpy(), rng, slice_choice="per_error_type", **RULE)
+    np.testing.assert_array_equal(first.foreground, fg)
+    np.testing.assert_array_equal(first.background, bg)
+    assert ev.settings()["slice_choice"] == "per_error_type"

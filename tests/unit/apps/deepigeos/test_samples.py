@@ -1,6 +1,8 @@
 """R-Net training samples: the input is exactly what refine feeds R-Net for the same clicks (geodesic and Euclidean,
 spacing from the image), the clicks are seeded per case, the box falls back to the volume, and bad samples fail
-clearly; PredictLabeld stores the network's argmax."""
+clearly; several rounds accumulate clicks on a label refined between them, as the evaluation's rounds do; the training
+transform draws a fresh sample every epoch (repeatably, also in DataLoader workers) after the cached automatic label;
+PredictLabeld stores the network's argmax."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ from torch import nn
 
 from common.apps.deepigeos import (
     PredictLabeld,
+    RandRefinementSampled,
     RefinementSampled,
     case_seed,
     matched_euclidean_scale,
     refine,
+    refinement_box,
     segment,
 )
-from common.transforms import clicks_to_seeds, simulate_clicks
+from common.transforms import clicks_to_seeds, paint_balls, simulate_clicks
 
 RULE = {"min_size": 5, "voxels_per_click": 20, "max_clicks": 6}
 
@@ -57,9 +61,9 @@ def case() -> dict:
 def test_sample_is_what_refine_gives_r_net_for_the_same_clicks(lamb: float, scale: float) -> None:
     d = case()
     out = RefinementSampled(margin=3, lamb=lamb, scale=scale, seed=4, **RULE)(d)
-    rng = np.random.RandomState(case_seed(4, d["case"]))
+    rng = np.random.RandomState(case_seed(4, d["case"], 1))  # round 1
     fg, bg = simulate_clicks(d["pred"][0].numpy() != 0, d["label"][0].numpy() != 0, rng, 5, 20, max_clicks=6)
-    assert out["clicks"] == len(fg) + len(bg) > 0
+    assert out["clicks"] == len(fg) + len(bg) > 0 and out["rounds"] == 1
     seeds = torch.from_numpy(clicks_to_seeds(fg, bg, (24, 26, 20)))
     recorder = Recorder()
     step = refine(
@@ -79,8 +83,8 @@ def test_clicks_depend_on_the_case_variant_and_seed_only() -> None:
     other = make({**case(), "case": "BraTS20_Training_008"})
     reseeded = RefinementSampled(margin=3, seed=5, **RULE)(case())
     assert not torch.equal(other["seeds"], a["seeds"]) and not torch.equal(reseeded["seeds"], a["seeds"])
-    variant = make({**case(), "variant": 2})  # another click draw of the same case: seeded by (seed, case, variant)
-    rng = np.random.RandomState(case_seed(4, "BraTS20_Training_007", 2))
+    variant = make({**case(), "variant": 2})  # another draw of the same case: seeded by (seed, case, variant, round)
+    rng = np.random.RandomState(case_seed(4, "BraTS20_Training_007", 2, 1))
     d = case()
     fg, bg = simulate_clicks(d["pred"][0].numpy() != 0, d["label"][0].numpy() != 0, rng, 5, 20, max_clicks=6)
     assert variant["clicks"] == len(fg) + len(bg) and not torch.equal(variant["seeds"], a["seeds"])
@@ -163,3 +167,100 @@ def test_matched_euclidean_scale_spreads_the_map_as_the_geodesic_one() -> None:
     assert np.mean(matched) == pytest.approx(fit["matched_below_0.95"], abs=1e-6)
     assert np.mean(euclidean) < np.mean(geodesic) / 2  # the near-binary click mask the reviewer found
     assert abs(np.mean(matched) - np.mean(geodesic)) < 0.15, (euclidean, geodesic, matched, fit)
+
+
+def test_rounds_accumulate_clicks_on_the_label_refined_between_rounds() -> None:
+    """Three rounds: round r's clicks on the errors of the initial label with balls painted at the clicks so far, all
+    clicks in the sample, R-Net's input what refine gives it for the initial label and every click."""
+    d = case()
+    out = RefinementSampled(margin=3, rounds=3, ball_radius=2, seed=4, **RULE)(d)
+    truth, initial = d["label"][0].numpy() != 0, d["pred"][0].numpy() != 0
+    current, seeds, total = initial, np.zeros((2, 24, 26, 20), np.float32), 0
+    for r in (1, 2, 3):
+        rng = np.random.RandomState(case_seed(4, d["case"], r))
+        fg, bg = simulate_clicks(current, truth, rng, 5, 20, max_clicks=6)
+        if r == 2:  # drawn on the refined label, not on the initial one
+            again = simulate_clicks(initial, truth, np.random.RandomState(case_seed(4, d["case"], r)), 5, 20, 6)
+            assert not np.array_equal(np.concatenate([fg, bg]), np.concatenate(again))
+        total += len(fg) + len(bg)
+        seeds = np.maximum(seeds, clicks_to_seeds(fg, bg, truth.shape))
+        current = paint_balls(initial, seeds, 2) != 0
+    assert out["rounds"] == 3 and out["clicks"] == total > RULE["max_clicks"]  # beyond one round's budget
+    recorder = Recorder()
+    step = refine(d["image"], d["pred"].long(), torch.from_numpy(seeds), recorder, 2, margin=3, spacing=(1.5, 1, 2))
+    torch.testing.assert_close(out["image"][None], recorder.seen[0])
+    torch.testing.assert_close(out["seeds"], torch.from_numpy(seeds)[(slice(None), *step.box)])
+
+
+def test_training_samples_are_fresh_every_epoch_and_repeatable() -> None:
+    make = RandRefinementSampled(margin=3, rounds=4, seed=4, **RULE)
+    with pytest.raises(RuntimeError, match=r"expected set_epoch\(epoch\) before the first sample"):
+        make(case())
+    draws = {e: make.set_epoch(e)(case()) for e in range(1, 9)}
+    for e, out in draws.items():
+        k = 1 + np.random.RandomState(case_seed(4, "BraTS20_Training_007", e)).randint(4)  # rounds: 1..4
+        assert out["rounds"] == k
+        d = case()
+        rng = np.random.RandomState(case_seed(4, "BraTS20_Training_007", e, 1))  # round 1, seeded by the epoch
+        fg, bg = simulate_clicks(d["pred"][0].numpy() != 0, d["label"][0].numpy() != 0, rng, 5, 20, max_clicks=6)
+        first = torch.from_numpy(clicks_to_seeds(fg, bg, (24, 26, 20)))
+        box = refinement_box(d["pred"], first, 3)
+        if k == 1:
+            torch.testing.assert_close(out["seeds"], first[(slice(None), *box)])
+        else:
+            assert out["clicks"] > len(fg) + len(bg)
+    assert len({out["rounds"] for out in draws.values()}) > 1 and max(out["clicks"] for out in draws.values()) > 6
+    assert len({out["seeds"].numpy().tobytes() for out in draws.values()}) == len(draws)  # new clicks every epoch
+    again = make.set_epoch(3)(case())  # a rerun or a resumed run: the same sample
+    torch.testing.assert_close(again["image"], draws[3]["image"])
+    with_variant = make.set_epoch(3)({**case(), "variant": 1})
+    assert not torch.equal(with_variant["seeds"], draws[3]["seeds"]) or with_variant["rounds"] != draws[3]["rounds"]
+
+
+class Fixed(nn.Module):
+    """Stands in for the automatic network: the logits of a fixed label, whatever the image; counts its calls."""
+
+    def __init__(self, label: torch.Tensor) -> None:
+        super().__init__()
+        self.label, self.calls = label, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.cat([torch.zeros_like(self.label), 2 * self.label - 1])[None]
+
+
+def test_cached_automatic_label_and_per_epoch_clicks_through_dataloader_workers() -> None:
+    """As train_rnet.json runs it: CacheDataset keeps PredictLabeld's label and stops before the random sampler; the
+    trainer's EPOCH_STARTED handler sets the epoch, and the DataLoader's worker processes (made for each epoch) draw
+    that epoch's clicks."""
+    from ignite.engine import Engine, Events
+    from monai.data import CacheDataset, DataLoader
+    from monai.transforms import Compose
+
+    items = [{k: v for k, v in case().items() if k != "pred"} | {"case": c} for c in ("a", "b")]
+    network = Fixed(case()["pred"].float())
+    predict = PredictLabeld("image", network, output_key="pred")
+    sampler = RandRefinementSampled(margin=3, rounds=3, seed=4, **RULE)
+    dataset = CacheDataset(items, Compose([predict, sampler]), cache_rate=1.0, progress=False)
+    assert network.calls == 2  # the automatic label, once per case
+    seen: dict[tuple[int, str], tuple[int, int, torch.Tensor]] = {}
+    engine = Engine(
+        lambda e, b: seen.update({(e.state.epoch, b["case"][0]): (int(b["rounds"]), int(b["clicks"]), b["seeds"][0])})
+    )
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: sampler.set_epoch(e.state.epoch))
+    engine.run(DataLoader(dataset, batch_size=1, num_workers=2), max_epochs=3)
+    assert network.calls == 2 and len(seen) == 6
+    for (epoch, c), (rounds, clicks, seeds) in seen.items():
+        expected = sampler.set_epoch(epoch)(predict(items["ab".index(c)]))
+        assert (rounds, clicks) == (expected["rounds"], expected["clicks"])
+        torch.testing.assert_close(seeds, expected["seeds"])
+    assert len({seen[(e, "a")][2].numpy().tobytes() for e in (1, 2, 3)}) == 3
+
+
+def test_bad_round_arguments() -> None:
+    with pytest.raises(ValueError, match="rounds: expected at least 1 round"):
+        RandRefinementSampled(rounds=0)
+    with pytest.raises(ValueError, match="ball_radius: expected a radius in voxels >= 0"):
+        RefinementSampled(ball_radius=-1)
+    with pytest.raises(ValueError, match="slice_choice: expected one of"):
+        RefinementSampled(slice_choice="per_kind")

@@ -13,10 +13,10 @@ from common.apps.igs import INTERVAL_COLUMNS, finding, network_seeds
 from common.apps.igs.seeds import VOLUME_CSV, main
 from common.utils.stats import paired_bootstrap
 
-VOLUMES = ["P1/ED", "P1/ES", "P2/ED", "P2/ES", "P3/ED"]
-BASE = np.array([0.80, 0.84, 0.78, 0.86, 0.82])  # one_sided per volume in network 0
+VOLUMES = ["P1/ED", "P1/ES", "P2/ED", "P2/ES", "P3/ED", "P3/ES"]
+BASE = np.array([0.80, 0.84, 0.78, 0.86, 0.82, 0.81])  # one_sided per volume in network 0
 NETWORK_SHIFT = [0.0, 0.02, 0.04]  # each network's offset, the same for every pattern
-GAP = {"igs": np.array([-0.05, -0.06, -0.04, -0.07, -0.05]), "center": np.array([-0.2] * 5)}
+GAP = {"igs": np.array([-0.05, -0.06, -0.04, -0.07, -0.05, -0.06]), "center": np.array([-0.2] * 6)}
 RANDOM_SEEDS = {0: -0.03, 1: -0.01}  # random's draws: -0.02 on average
 
 
@@ -86,7 +86,7 @@ def test_mean_sd_over_networks_and_intervals_on_network_averaged_volumes(runs, t
         expected = paired_bootstrap(averaged[r["pattern"]], averaged[r["reference"]], n_resamples=1000, seed=2)
         found = [r["difference"], r["ci_low"], r["ci_high"]]
         assert found == pytest.approx([expected.difference, expected.low, expected.high], abs=1e-9)
-        assert (r["wins"], r["losses"], r["n"]) == (expected.wins_a, expected.wins_b, 5)
+        assert (r["wins"], r["losses"], r["n"]) == (expected.wins_a, expected.wins_b, 6)
     assert intervals[1]["resolved"] and intervals[1]["ci_high"] < 0
     written = list(csv.DictReader(open(out / "network_seeds.csv")))
     assert len(written) == 5 and list(written[0]) == list(spread[0])
@@ -122,10 +122,10 @@ def test_refusals(runs, tmp_path):
     with pytest.raises(ValueError, match="runs: expected two or more distinct comparison folders"):
         network_seeds(runs[:1], tmp_path / "out")
     odd = tmp_path / "odd"
-    _run(odd, 0.0, volumes=["P1/ED", "P1/ES", "P2/ED", "P2/ES", "P9/ED"])
+    _run(odd, 0.0, volumes=["P1/ED", "P1/ES", "P2/ED", "P2/ES", "P3/ED", "P9/ED"])
     with pytest.raises(
         ValueError,
-        match=r"(?s)expected the test volumes of .*seed0 in every run.*odd: missing \['P3/ED'\], extra \['P9/ED'\]",
+        match=r"(?s)expected the test volumes of .*seed0 in every run.*odd: missing \['P3/ES'\], extra \['P9/ED'\]",
     ):
         network_seeds([runs[0], odd], tmp_path / "out")
     rows = list(csv.DictReader(open(odd / "pattern_comparison.csv")))

@@ -17,7 +17,7 @@ from common.utils.stats import N_RESAMPLES
 
 MODELS = ("zoom-in only", "zoom-in & zoom-out")
 INFERENCES = ("sliding window", "centre crop")
-CASES = ("s3", "s1", "s4", "s2", "s5")  # not sorted: pairing is by case, not by position
+CASES = ("s3", "s1", "s4", "s6", "s2", "s5")  # not sorted: pairing is by case, not by position
 
 
 def _row(model: str, inference: str, case: str, **scores: float) -> dict:
@@ -28,12 +28,12 @@ def _row(model: str, inference: str, case: str, **scores: float) -> dict:
 
 
 def _table() -> list[dict]:
-    """Five subjects, two stages, two inference modes. zoom-out adds 0.05 (+- 0.01) to every subject's Dice and takes
+    """Six subjects, two stages, two inference modes. zoom-out adds 0.05 (+- 0.01) to every subject's Dice and takes
     5 (+- 1) mm off its HD; the centre crop changes TPR by +-0.1, alternating in sign (no ordering); one subject's HD
     is NaN with the centre crop."""
-    base = {"s1": 0.40, "s2": 0.70, "s3": 0.55, "s4": 0.62, "s5": 0.31}
-    jitter = {"s1": 0.01, "s2": -0.01, "s3": 0.0, "s4": 0.005, "s5": -0.005}
-    sign = {"s1": 1, "s2": -1, "s3": 1, "s4": -1, "s5": 1}
+    base = {"s1": 0.40, "s2": 0.70, "s3": 0.55, "s4": 0.62, "s5": 0.31, "s6": 0.48}
+    jitter = {"s1": 0.01, "s2": -0.01, "s3": 0.0, "s4": 0.005, "s5": -0.005, "s6": 0.0}
+    sign = {"s1": 1, "s2": -1, "s3": 1, "s4": -1, "s5": 1, "s6": -1}
     rows = []
     for m, model in enumerate(MODELS):
         for i, inference in enumerate(INFERENCES):
@@ -81,10 +81,10 @@ def test_summary_is_mean_sample_sd_and_interval_over_subjects():
         assert s["dice_sd"] == pytest.approx(sample_sd, abs=1e-12)
         assert s["dice_sd"] != pytest.approx(np.std(dice), abs=1e-6)  # not the population sd
         assert (s["dice_ci_low"], s["dice_ci_high"]) == pytest.approx(_scipy_interval(dice), abs=1e-12)
-        assert s["subjects"] == 5 and s["dice_n"] == 5
+        assert s["subjects"] == 6 and s["dice_n"] == 6
     centre = summary[1]  # zoom-in only, centre crop: s2's HD undefined, left out and counted
     hd = _values(rows, *MODELS[:1], INFERENCES[1], "hd_mm")
-    assert centre["hd_mm_n"] == 4 and centre["surface_missed"] == 1
+    assert centre["hd_mm_n"] == 5 and centre["surface_missed"] == 1
     assert centre["hd_mm_mean"] == pytest.approx(np.nanmean(hd)) and centre["hd_mm_sd"] == pytest.approx(
         np.nanstd(hd, ddof=1)
     )
@@ -116,7 +116,7 @@ def test_stages_and_inference_modes_are_paired_by_subject():
         assert (c.result.wins_a, c.result.wins_b, c.result.n) == ((diff > 0).sum(), (diff < 0).sum(), len(diff))
         assert c.result.dropped == (~keep).sum()
     dice = comparisons[0].result  # zoom-out + 0.05 +- 0.01 on every subject
-    assert dice.difference == pytest.approx(0.05, abs=1e-12) and dice.wins_a == 5
+    assert dice.difference == pytest.approx(0.05, abs=1e-12) and dice.wins_a == 6
 
 
 def test_an_ordering_is_stated_only_where_the_interval_excludes_0():
@@ -126,10 +126,10 @@ def test_an_ordering_is_stated_only_where_the_interval_excludes_0():
     assert by_metric["dice"].low > 0 and by_metric["hd_mm"].high < 0  # both favour zoom-out
     sentence = finding(stage)
     assert sentence.startswith(
-        "zoom-in & zoom-out vs zoom-in only (sliding window), 5 subjects: zoom-in & zoom-out better on DSC (0.050 "
+        "zoom-in & zoom-out vs zoom-in only (sliding window), 6 subjects: zoom-in & zoom-out better on DSC (0.050 "
     )
     assert (
-        "HD (mm) (-5.0 [" in sentence and "], 0/5 higher)" in sentence and "zoom-in only better" not in sentence
+        "HD (mm) (-5.0 [" in sentence and "], 0/6 higher)" in sentence and "zoom-in only better" not in sentence
     )  # lower HD favours zoom-out
     assert sentence.endswith(
         "; not resolved on these data: ASSD (mm), TPR, precision, lesion-wise F1, lesion count difference, volume "
@@ -139,7 +139,7 @@ def test_an_ordering_is_stated_only_where_the_interval_excludes_0():
     tpr = next(c.result for c in crop if c.metric == "tpr")
     assert tpr.low < 0 < tpr.high  # +-0.1 alternating: not resolved
     assert finding(crop) == (
-        "centre crop vs sliding window (zoom-in only), 5 subjects: not resolved on these data: "
+        "centre crop vs sliding window (zoom-in only), 6 subjects: not resolved on these data: "
         + ", ".join(s.label for s in SUMMARY_SCORES.values())
     )
 
@@ -155,7 +155,7 @@ def test_reports_hold_the_intervals_in_markdown_and_csv(tmp_path):
     ) == pytest.approx(high)
     report = paths["report"].read_text()
     cell = f"{dice.mean():.3f} +- {np.std(dice, ddof=1):.3f} [{low:.3f}, {high:.3f}]"
-    assert f"| zoom-in only | sliding window | 5 | 0.500 | {cell} |" in report
+    assert f"| zoom-in only | sliding window | 6 | 0.500 | {cell} |" in report
     differences = list(csv.DictReader(open(paths["differences"])))
     assert len(differences) == 4 * len(SUMMARY_SCORES)
     first = differences[0]
@@ -164,14 +164,14 @@ def test_reports_hold_the_intervals_in_markdown_and_csv(tmp_path):
     assert (first["a"], first["b"], first["fixed"], first["metric"]) == (*MODELS[::-1], INFERENCES[0], "dice")
     assert float(first["ci_low"]) == pytest.approx(d_low) and float(first["ci_high"]) == pytest.approx(d_high)
     assert (first["a_higher"], first["b_higher"], first["resolved"], first["ordering"]) == (
-        "5",
+        "6",
         "0",
         "True",
         "zoom-in & zoom-out better",
     )
-    line = f"| {diff.mean():.3f} [{d_low:.3f}, {d_high:.3f}], 5/5 | zoom-in & zoom-out better |"
+    line = f"| {diff.mean():.3f} [{d_low:.3f}, {d_high:.3f}], 6/6 | zoom-in & zoom-out better |"
     assert "| zoom-in & zoom-out | zoom-in only | sliding window | DSC | " in report and line in report
-    assert "- zoom-in & zoom-out vs zoom-in only (sliding window), 5 subjects: zoom-in & zoom-out better" in report
+    assert "- zoom-in & zoom-out vs zoom-in only (sliding window), 6 subjects: zoom-in & zoom-out better" in report
 
 
 def test_one_setting_has_nothing_to_compare(tmp_path):
