@@ -89,9 +89,10 @@ def test_igs_steps_default_to_the_bundle_forward_model(bundle):
     # igs_brats under both, its default first
     both = bundle == "igs_brats"
     assert parsed(bundle, ["train.json", "evaluate.json"], "forward_models") == [fm, other][: 1 + both]
-    assert parsed(bundle, ["train.json", "evaluate.json"], "forward_models", forward_model=other) == [other, fm][
-        : 1 + both
-    ]
+    assert (
+        parsed(bundle, ["train.json", "evaluate.json"], "forward_models", forward_model=other)
+        == [other, fm][: 1 + both]
+    )
     tasks = [[]] if bundle == "igs_acdc" else [[], ["classification_inference.json"], ["reconstruction_inference.json"]]
     for task in tasks:
         for model in (fm, other):
