@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from common.data.datalist import datalist_path, write_datalist_json
-from common.data.problems import raise_problems
+from common.data.problems import raise_problems, read_all_voxels
 from common.data.splits import fold_of
 
 __all__ = [
@@ -219,19 +219,8 @@ def _check_voxels(path: Path, is_mask: bool, problems: list[str]) -> None:
     """Read every voxel of ``path`` (the whole gzip stream), appending a problem when it cannot be read, when an image
     holds NaN or inf, or when a lesion mask is not binary in one of the storages :class:`~common.transforms.
     MergeLesionMasks` accepts (0/1 or 0/255, no rounding: 0.999 and NaN are refused)."""
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)  # (H, W, D) with the header's scaling applied
-    except Exception as e:  # truncated or corrupt gzip streams raise EOFError, zlib.error, OSError, ValueError
-        problems.append(
-            f"{path}: expected a readable NIfTI volume (every voxel of the file), found {type(e).__name__}: {e}"
-        )
-        return
-    if not is_mask:
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            problems.append(
-                f"{path}: expected finite voxel values, found {int(np.isnan(data).sum())} NaN and "
-                f"{int(np.isinf(data).sum())} inf"
-            )
+    data = read_all_voxels(path, problems, finite=not is_mask)  # a mask's NaN: refused as a value below
+    if data is None or not is_mask:
         return
     values, counts = np.unique(data, return_counts=True)
     if not any(np.isin(values, storage).all() for storage in _MASK_STORAGES):

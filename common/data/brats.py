@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from common.data.datalist import datalist_path, write_datalist_json
-from common.data.problems import raise_problems
+from common.data.problems import raise_problems, read_all_voxels
 from common.data.splits import fold_of
 
 __all__ = [
@@ -179,19 +179,8 @@ def _check_headers(case: BratsCase, problems: list[str], atol: float = 1e-3) -> 
 def _check_voxels(path: Path, is_label: bool, problems: list[str]) -> None:
     """Read every voxel of ``path`` (the whole gzip stream), appending a problem when it cannot be read, holds NaN or
     inf, or (``is_label``) holds a value other than the BraTS labels (no rounding: 1.5 is refused)."""
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)  # (H, W, D) with the header's scaling applied
-    except Exception as e:  # truncated or corrupt gzip streams raise EOFError, zlib.error, OSError, ValueError
-        problems.append(
-            f"{path}: expected a readable NIfTI volume (every voxel of the file), found {type(e).__name__}: {e}"
-        )
-        return
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        problems.append(
-            f"{path}: expected finite voxel values, found {int(np.isnan(data).sum())} NaN and "
-            f"{int(np.isinf(data).sum())} inf"
-        )
-    if not is_label:
+    data = read_all_voxels(path, problems)
+    if data is None or not is_label:
         return
     values = np.unique(data[np.isfinite(data)] if data.dtype.kind == "f" else data)
     allowed = sorted(BRATS_LABELS.values())

@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 
 from common.metrics.instances import IDENTIFICATION_DICE, completeness_scores, instance_scores
 from common.utils.atomic_io import atomic_path, write_csv_rows
-from common.utils.stats import N_RESAMPLES, MeanInterval, bootstrap_mean, format_mean_interval
+from common.utils.stats import N_RESAMPLES, MeanInterval, bootstrap_mean, format_mean_interval, mean_interval_columns
 
 __all__ = ["VOLUME_SCORES", "VertebraReport"]
 
@@ -154,18 +154,7 @@ class VertebraReport:
         write_csv_rows(self.output_dir / f"{self.prefix}_volumes.csv", self.volumes)
         write_csv_rows(
             self.output_dir / f"{self.prefix}_summary.csv",
-            [
-                {
-                    "score": k,
-                    "mean": m.mean,
-                    "sd": m.sd,
-                    "ci_low": m.low,
-                    "ci_high": m.high,
-                    "n": m.n,
-                    "dropped": m.dropped,
-                }
-                for k, m in summary.items()
-            ],
+            [{"score": k, **mean_interval_columns("", m), "dropped": m.dropped} for k, m in summary.items()],
         )
         with atomic_path(self.output_dir / f"{self.prefix}.md") as tmp:
             tmp.write_text(self._markdown(summary, counts))

@@ -1,11 +1,14 @@
 """Statistics for reports: a NaN-aware mean (a NaN means "not defined here": a class absent, an empty mask), and the
 seeded percentile bootstrap every results table uses (4,000 resamples, 95 %): the paired interval of a mean difference
-over cases, with win counts, and the interval of one method's mean."""
+over cases, with win counts, and the interval of one method's mean; per-case rows grouped by setting and paired by
+case; the CSV columns a report writes the results as (and reads a mean's interval back from), and what a set of
+paired intervals can resolve."""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -20,7 +23,15 @@ __all__ = [
     "format_difference",
     "format_mean_interval",
     "ordering",
+    "mean_interval_columns",
+    "mean_interval_from_columns",
+    "difference_columns",
+    "group_by_case",
+    "paired_by_case",
+    "format_resolution",
 ]
+
+_K = TypeVar("_K", bound=Hashable)
 
 N_RESAMPLES = 4000
 """Bootstrap resamples of every interval in a results table."""
@@ -188,3 +199,120 @@ def ordering(result: PairedDifference, a: str, b: str, lower_is_better: bool = F
         return f"not resolved on these data{few}"
     a_higher = result.low > 0
     return f"{a if a_higher != lower_is_better else b} better"
+
+
+def _column(key: str, name: str) -> str:
+    return f"{key}_{name}" if key else name
+
+
+def mean_interval_columns(key: str, result: MeanInterval) -> dict[str, float | int]:
+    """``result`` as the columns of a summary row: ``<key>_mean``, ``<key>_sd``, ``<key>_ci_low``, ``<key>_ci_high``
+    and ``<key>_n`` (the cases used), in that order; with ``key=""`` the bare ``mean``, ``sd``, ``ci_low``,
+    ``ci_high``, ``n``. The dropped cases are the row's cases less ``n``: :func:`mean_interval_from_columns` reads
+    the columns back."""
+    return {
+        _column(key, "mean"): result.mean,
+        _column(key, "sd"): result.sd,
+        _column(key, "ci_low"): result.low,
+        _column(key, "ci_high"): result.high,
+        _column(key, "n"): result.n,
+    }
+
+
+def mean_interval_from_columns(
+    row: Mapping[str, object], key: str, cases: int, confidence: float = 0.95
+) -> MeanInterval:
+    """The :class:`MeanInterval` that :func:`mean_interval_columns` wrote as ``row``'s ``key`` columns (numbers or
+    their CSV text), over ``cases`` cases (``dropped = cases - n``); ``confidence`` is not stored in the row."""
+    n = int(row[_column(key, "n")])
+    return MeanInterval(
+        mean=float(row[_column(key, "mean")]),
+        sd=float(row[_column(key, "sd")]),
+        low=float(row[_column(key, "ci_low")]),
+        high=float(row[_column(key, "ci_high")]),
+        n=n,
+        dropped=int(cases) - n,
+        confidence=confidence,
+    )
+
+
+def difference_columns(result: PairedDifference) -> dict[str, float | int | bool]:
+    """``result`` as the columns of a differences row, in this order: ``mean_a``, ``mean_b``, ``difference`` (of
+    ``a - b``), ``ci_low``, ``ci_high``, ``a_higher`` / ``b_higher`` / ``ties`` (the cases by the sign of ``a - b``;
+    for a lower-is-better score ``b_higher`` are ``a``'s wins), ``n`` (cases compared), ``dropped`` (cases undefined
+    on either side) and ``resolved`` (:attr:`PairedDifference.resolved`)."""
+    return {
+        "mean_a": result.mean_a,
+        "mean_b": result.mean_b,
+        "difference": result.difference,
+        "ci_low": result.low,
+        "ci_high": result.high,
+        "a_higher": result.wins_a,
+        "b_higher": result.wins_b,
+        "ties": result.ties,
+        "n": result.n,
+        "dropped": result.dropped,
+        "resolved": result.resolved,
+    }
+
+
+def group_by_case(
+    rows: Iterable[Mapping[str, object]],
+    setting: Callable[[Mapping[str, object]], _K],
+    name: Callable[[Mapping[str, object]], str],
+    unit: str = "case",
+) -> dict[_K, dict[str, Mapping[str, object]]]:
+    """Per-case ``rows`` (each with a ``case``) by ``setting(row)``, settings in order of first appearance, each as
+    ``{case: row}`` sorted by case, so that an interval does not depend on the order of the rows. A second row of a
+    case in one setting raises a ``ValueError``: ``"<name(row)>: expected one row per <unit>, found <case> twice"``."""
+    groups: dict[_K, dict[str, Mapping[str, object]]] = {}
+    for r in rows:
+        group = groups.setdefault(setting(r), {})
+        if str(r["case"]) in group:
+            raise ValueError(f"{name(r)}: expected one row per {unit}, found {r['case']} twice")
+        group[str(r["case"])] = r
+    return {k: dict(sorted(group.items())) for k, group in groups.items()}
+
+
+def paired_by_case(
+    a: Mapping[str, Mapping[str, object]],
+    b: Mapping[str, Mapping[str, object]],
+    keys: Iterable[str],
+    names: tuple[str, str],
+    unit: str = "cases",
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, PairedDifference]:
+    """:func:`paired_bootstrap` of ``a - b`` on each of ``keys`` of two settings' per-case rows ``{case: row}``
+    (:func:`group_by_case`), the cases in ``a``'s order; ``n_resamples`` resamples seeded by ``seed``. The two must
+    hold the same cases, else a ``ValueError``: ``"<a's name> and <b's name>: expected the same <unit> to pair, found
+    [...] and [...]"`` (``names``: the two settings' names)."""
+    if set(a) != set(b):
+        raise ValueError(
+            f"{names[0]} and {names[1]}: expected the same {unit} to pair, found {sorted(a)} and {sorted(b)}"
+        )
+    cases = list(a)
+    return {
+        key: paired_bootstrap(
+            np.array([float(a[c][key]) for c in cases]),
+            np.array([float(b[c][key]) for c in cases]),
+            n_resamples,
+            seed,
+        )
+        for key in keys
+    }
+
+
+def format_resolution(results: Sequence[PairedDifference], unit: str, label: str, digits: int = 3) -> str:
+    """What paired ``results`` of one score can resolve: ``"With 5/6 subjects the DSC differences' intervals reach
+    0.020 to 0.050 either side of the mean: smaller differences are not resolved."`` (the counts of cases compared,
+    the least and greatest half-width of the intervals, NaN ones left out); ``""`` where no interval is defined."""
+    half = [(r.high - r.low) / 2 for r in results]
+    half = [h for h in half if not math.isnan(h)]
+    if not half:
+        return ""
+    counts = "/".join(map(str, sorted({r.n for r in results})))
+    return (
+        f"With {counts} {unit} the {label} differences' intervals reach {min(half):.{digits}f} to "
+        f"{max(half):.{digits}f} either side of the mean: smaller differences are not resolved."
+    )

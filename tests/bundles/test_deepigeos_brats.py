@@ -20,7 +20,8 @@ from monai.transforms import LoadImage
 from common.data import fold_of
 from common.synthetic.brats import TRAINING_FOLDERS, VALIDATION_FOLDERS, write_synthetic_brats
 from tests.bundles.conftest import DEEPIGEOS_STAGES as STAGES
-from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
+from tests.bundles.conftest import REPO, SPECS, bundle_command, fresh_copy, run_bundle
+from tests.support.damage import truncate
 
 BUNDLE = "deepigeos_brats"
 
@@ -222,9 +223,7 @@ def test_torchscript_export_of_r_net_with_crf_net_fu(staged, tmp_path):
 @pytest.mark.slow
 def test_2d_variant_trains_per_slice_and_infers(bundle_data, tmp_path):
     """One override file (2d.json) gives per-slice 2D P-Net / R-Net; training and inference run unchanged."""
-    root = shutil.copytree(
-        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
-    )
+    root = fresh_copy(BUNDLE, tmp_path)
     data = bundle_data(BUNDLE)
     small = [
         "--features",
@@ -259,9 +258,7 @@ def test_2d_variant_trains_per_slice_and_infers(bundle_data, tmp_path):
 
 
 def test_missing_data_and_missing_earlier_stage_say_what_to_do(bundle_data, tmp_path):
-    root = shutil.copytree(
-        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
-    )
+    root = fresh_copy(BUNDLE, tmp_path)
     configs = [root / "configs" / "train.json"]
     cmd = bundle_command(root, configs, "--dataset_dir", str(tmp_path / "nowhere"), run_id="training")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -291,10 +288,7 @@ def _damaged(copy, tmp_path, damage) -> tuple:
 
 
 def _truncate_flair(case):
-    path = case / f"{case.name}_flair.nii.gz"
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])  # the header survives, the voxel stream ends early
-    return path
+    return truncate(case / f"{case.name}_flair.nii.gz")
 
 
 def _label_3(case):
@@ -315,13 +309,10 @@ def test_damaged_copy_is_refused_cleanly_naming_the_file(brats21_copy, tmp_path,
     """A truncated image and a foreign label value: exit code 1 (not an abort in the caching threads), the file named
     with what was expected and found, and no weights written."""
     data, path = _damaged(brats21_copy, tmp_path, damage)
-    root = shutil.copytree(
-        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    root = fresh_copy(BUNDLE, tmp_path)
+    r = run_bundle(
+        root, ["train.json"], tmp_path, "--dataset_dir", str(data), run_id="training", timeout=300, check=False
     )
-    tiny = tmp_path / "tiny.json"
-    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
-    cmd = bundle_command(root, [root / "configs" / "train.json", tiny], "--dataset_dir", str(data), run_id="training")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 1, f"exit code {r.returncode}:\n{r.stderr[-3000:]}"
     assert f"{path}: {expected}" in r.stderr, r.stderr[-3000:]
     assert "found" in r.stderr.split(f"{path}: {expected}")[1].splitlines()[0]

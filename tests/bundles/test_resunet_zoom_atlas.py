@@ -6,9 +6,7 @@ random flips unless asked for (the original's loader has none)."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -19,7 +17,8 @@ from monai.bundle import ConfigParser
 from monai.transforms import RandFlipd
 
 from common.data import atlas_datalist, find_atlas_scans, split_by_fold
-from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
+from tests.bundles.conftest import REPO, fresh_copy, run_bundle
+from tests.support.damage import truncate
 
 BUNDLE = "resunet_zoom_atlas"
 
@@ -69,8 +68,7 @@ def test_zoom_out_evaluation_and_inference(trained_bundle):
 def _damage(image: str, mask: str, damage: str) -> str:
     """Damage one training scan's T1w image or lesion mask in place; returns the damaged file."""
     if damage == "truncated":
-        raw = Path(image).read_bytes()
-        Path(image).write_bytes(raw[: len(raw) // 2])  # the header still reads: the voxel stream ends early
+        truncate(Path(image))
         return image
     path = image if damage == "nan_voxel" else mask
     img = nib.load(path)
@@ -90,13 +88,10 @@ def test_damaged_data_is_refused_with_exit_code_1_naming_the_file(bundle_data, t
     data = shutil.copytree(bundle_data(BUNDLE), tmp_path / "data")
     item = split_by_fold(atlas_datalist(data, read_voxels=False)["training"], "train")[0]
     damaged = _damage(item["image"], item["label"][0], damage)
-    root = shutil.copytree(
-        REPO / "bundles" / BUNDLE, tmp_path / BUNDLE, ignore=shutil.ignore_patterns("models", "eval")
+    root = fresh_copy(BUNDLE, tmp_path)
+    r = run_bundle(
+        root, ["train.json"], tmp_path, "--dataset_dir", str(data), run_id="training", timeout=300, check=False
     )
-    tiny = tmp_path / "tiny.json"
-    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
-    cmd = bundle_command(root, [root / "configs" / "train.json", tiny], "--dataset_dir", str(data), run_id="training")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     expected = {
         "nan_voxel": "expected finite voxel values, found 1 NaN and 0 inf",
         "truncated": "expected a readable NIfTI volume (every voxel of the file), found EOFError",

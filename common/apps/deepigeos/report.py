@@ -4,7 +4,6 @@ claims rest on (each with its interval, the cases each side wins and the orderin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -16,13 +15,17 @@ from common.utils.atomic_io import atomic_path, save_figure, write_csv_rows
 from common.utils.stats import (
     MIN_CASES,
     N_RESAMPLES,
-    MeanInterval,
     PairedDifference,
     bootstrap_mean,
+    difference_columns,
     format_difference,
     format_mean_interval,
+    format_resolution,
+    group_by_case,
+    mean_interval_columns,
+    mean_interval_from_columns,
     ordering,
-    paired_bootstrap,
+    paired_by_case,
 )
 
 __all__ = [
@@ -88,15 +91,11 @@ class Comparison(NamedTuple):
 def _groups(rows: Sequence[Mapping[str, object]]) -> dict[tuple[str, int], dict[str, Mapping[str, object]]]:
     """Per-case ``rows`` by (``method``, ``round``) in order of first appearance (rounds ascending within a method),
     each ``{case: row}`` sorted by case (so that an interval does not depend on the order of the rows)."""
-    groups: dict[tuple[str, int], dict[str, Mapping[str, object]]] = {}
-    for r in rows:
-        group = groups.setdefault((str(r["method"]), int(r["round"])), {})
-        if str(r["case"]) in group:
-            raise ValueError(f"{r['method']}, round {r['round']}: expected one row per case, found {r['case']} twice")
-        group[str(r["case"])] = r
+    groups = group_by_case(
+        rows, lambda r: (str(r["method"]), int(r["round"])), lambda r: f"{r['method']}, round {r['round']}"
+    )
     order = list(dict.fromkeys(method for method, _ in groups))
-    keys = sorted(groups, key=lambda k: (order.index(k[0]), k[1]))
-    return {k: dict(sorted(groups[k].items())) for k in keys}
+    return {k: groups[k] for k in sorted(groups, key=lambda k: (order.index(k[0]), k[1]))}
 
 
 def summarise_rounds(rows: Sequence[Mapping[str, object]], n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[dict]:
@@ -112,15 +111,7 @@ def summarise_rounds(rows: Sequence[Mapping[str, object]], n_resamples: int = N_
         row: dict[str, object] = {"method": method, "round": rnd, "cases": len(group)}
         for m in _MEASURES:
             result = bootstrap_mean(np.array([float(g[m]) for g in group.values()]), n_resamples, seed)
-            row.update(
-                {
-                    f"{m}_mean": result.mean,
-                    f"{m}_sd": result.sd,
-                    f"{m}_ci_low": result.low,
-                    f"{m}_ci_high": result.high,
-                    f"{m}_n": result.n,
-                }
-            )
+            row.update(mean_interval_columns(m, result))
         out.append(row)
     return out
 
@@ -139,20 +130,9 @@ def paired_comparisons(
         a, b = (pair.a, pair.round_a), (pair.b, pair.round_b)
         if a not in groups or b not in groups:
             continue
-        if set(groups[a]) != set(groups[b]):
-            raise ValueError(
-                f"{pair.side('a')} and {pair.side('b')}: expected the same cases to pair, found {sorted(groups[a])} "
-                f"and {sorted(groups[b])}"
-            )
-        cases = list(groups[a])
-        for metric in SCORES:
-            result = paired_bootstrap(
-                np.array([float(groups[a][c][metric]) for c in cases]),
-                np.array([float(groups[b][c][metric]) for c in cases]),
-                n_resamples,
-                seed,
-            )
-            out.append(Comparison(pair, metric, result))
+        names = (pair.side("a"), pair.side("b"))
+        results = paired_by_case(groups[a], groups[b], SCORES, names, "cases", n_resamples, seed)
+        out += [Comparison(pair, metric, result) for metric, result in results.items()]
     return out
 
 
@@ -169,17 +149,7 @@ def difference_rows(comparisons: Sequence[Comparison]) -> list[dict]:
             "round_b": c.pair.round_b,
             "metric": c.metric,
             "lower_is_better": SCORES[c.metric].lower_is_better,
-            "mean_a": c.result.mean_a,
-            "mean_b": c.result.mean_b,
-            "difference": c.result.difference,
-            "ci_low": c.result.low,
-            "ci_high": c.result.high,
-            "a_higher": c.result.wins_a,
-            "b_higher": c.result.wins_b,
-            "ties": c.result.ties,
-            "n": c.result.n,
-            "dropped": c.result.dropped,
-            "resolved": c.result.resolved,
+            **difference_columns(c.result),
             "ordering": c.ordering,
         }
         for c in comparisons
@@ -201,20 +171,6 @@ def finding(comparisons: Sequence[Comparison]) -> str:
     return f"{pair.side('a')} vs {pair.side('b')}, {cases} cases: " + "; ".join(parts)
 
 
-def _interval(row: Mapping[str, object], key: str) -> MeanInterval:
-    """A summary row's ``key`` back as the :class:`~common.utils.stats.MeanInterval` it was made from."""
-    n = int(row[f"{key}_n"])
-    return MeanInterval(
-        mean=float(row[f"{key}_mean"]),
-        sd=float(row[f"{key}_sd"]),
-        low=float(row[f"{key}_ci_low"]),
-        high=float(row[f"{key}_ci_high"]),
-        n=n,
-        dropped=int(row["cases"]) - n,
-        confidence=0.95,
-    )
-
-
 def _differences_section(comparisons: Sequence[Comparison], n_resamples: int, seed: int) -> list[str]:
     """The markdown of the paired differences: how they are made, what they can resolve, a table per heading, the
     findings."""
@@ -230,14 +186,8 @@ def _differences_section(comparisons: Sequence[Comparison], n_resamples: int, se
     ]
     if not comparisons:
         return out + ["", "No two methods were evaluated on the same cases: nothing to compare.", ""]
-    half = [(c.result.high - c.result.low) / 2 for c in comparisons if c.metric == "dice"]
-    half = [h for h in half if not math.isnan(h)]
-    if half:
-        cases = sorted({c.result.n for c in comparisons if c.metric == "dice"})
-        out[-1] += (
-            f" With {'/'.join(map(str, cases))} test cases the Dice differences' intervals reach {min(half):.4f} to "
-            f"{max(half):.4f} either side of the mean: smaller differences are not resolved."
-        )
+    resolution = format_resolution([c.result for c in comparisons if c.metric == "dice"], "test cases", "Dice", 4)
+    out[-1] += f" {resolution}" if resolution else ""
     for heading in dict.fromkeys(c.pair.heading for c in comparisons):
         out += [
             "",
@@ -290,7 +240,10 @@ def markdown_report(
     ]
     for method in methods:
         for r in (s for s in summary if s["method"] == method):
-            dice, assd = (format_mean_interval(_interval(r, k), SCORES[k].digits) for k in SCORES)
+            dice, assd = (
+                format_mean_interval(mean_interval_from_columns(r, k, int(r["cases"])), SCORES[k].digits)
+                for k in SCORES
+            )
             lines.append(
                 f"| {method} | {r['round']} | {float(r['clicks_mean']):.1f} | {float(r['clicks_total_mean']):.1f} | "
                 f"{dice} | {assd} | {r['assd_mm_n']} | {float(r['seconds_mean']):.2f} |"

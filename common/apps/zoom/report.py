@@ -5,7 +5,6 @@ support; markdown with every definition, and per-subject Dice as a figure."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -18,13 +17,17 @@ from common.utils.atomic_io import atomic_path, save_figure, write_csv_rows
 from common.utils.stats import (
     MIN_CASES,
     N_RESAMPLES,
-    MeanInterval,
     PairedDifference,
     bootstrap_mean,
+    difference_columns,
     format_difference,
     format_mean_interval,
+    format_resolution,
+    group_by_case,
+    mean_interval_columns,
+    mean_interval_from_columns,
     ordering,
-    paired_bootstrap,
+    paired_by_case,
 )
 
 __all__ = [
@@ -88,13 +91,9 @@ class Comparison(NamedTuple):
 def _settings(rows: Sequence[Mapping[str, object]]) -> dict[tuple[str, str], dict[str, Mapping[str, object]]]:
     """Per-subject ``rows`` by (``model``, ``inference``) in order of first appearance, each ``{case: row}`` sorted
     by case (so that an interval does not depend on the order of the rows)."""
-    groups: dict[tuple[str, str], dict[str, Mapping[str, object]]] = {}
-    for r in rows:
-        group = groups.setdefault((str(r["model"]), str(r["inference"])), {})
-        if str(r["case"]) in group:
-            raise ValueError(f"{r['model']}, {r['inference']}: expected one row per subject, found {r['case']} twice")
-        group[str(r["case"])] = r
-    return {setting: dict(sorted(group.items())) for setting, group in groups.items()}
+    return group_by_case(
+        rows, lambda r: (str(r["model"]), str(r["inference"])), lambda r: f"{r['model']}, {r['inference']}", "subject"
+    )
 
 
 def summarise_settings(
@@ -112,15 +111,7 @@ def summarise_settings(
         row["micro_dice"] = micro_dice(list(group.values()))
         for key in SUMMARY_SCORES:
             result = bootstrap_mean(np.array([float(g[key]) for g in group.values()]), n_resamples, seed)
-            row.update(
-                {
-                    f"{key}_mean": result.mean,
-                    f"{key}_sd": result.sd,
-                    f"{key}_ci_low": result.low,
-                    f"{key}_ci_high": result.high,
-                    f"{key}_n": result.n,
-                }
-            )
+            row.update(mean_interval_columns(key, result))
         row["surface_missed"] = sum(g["surface"] == "missed" for g in group.values())
         out.append(row)
     return out
@@ -143,20 +134,9 @@ def paired_differences(
     for factor, fixed, a, b in pairs:
         if a not in groups or b not in groups:
             continue
-        if set(groups[a]) != set(groups[b]):
-            raise ValueError(
-                f"{a} and {b}: expected the same subjects to pair, found {sorted(groups[a])} and {sorted(groups[b])}"
-            )
-        cases = list(groups[b])
+        results = paired_by_case(groups[a], groups[b], SUMMARY_SCORES, (str(a), str(b)), "subjects", n_resamples, seed)
         name_a, name_b = (a[0], b[0]) if factor == "model" else (a[1], b[1])
-        for key in SUMMARY_SCORES:
-            result = paired_bootstrap(
-                np.array([float(groups[a][c][key]) for c in cases]),
-                np.array([float(groups[b][c][key]) for c in cases]),
-                n_resamples,
-                seed,
-            )
-            out.append(Comparison(factor, fixed, name_a, name_b, key, result))
+        out += [Comparison(factor, fixed, name_a, name_b, key, result) for key, result in results.items()]
     return out
 
 
@@ -172,17 +152,7 @@ def difference_rows(comparisons: Sequence[Comparison]) -> list[dict]:
             "b": c.b,
             "metric": c.metric,
             "lower_is_better": SUMMARY_SCORES[c.metric].lower_is_better,
-            "mean_a": c.result.mean_a,
-            "mean_b": c.result.mean_b,
-            "difference": c.result.difference,
-            "ci_low": c.result.low,
-            "ci_high": c.result.high,
-            "a_higher": c.result.wins_a,
-            "b_higher": c.result.wins_b,
-            "ties": c.result.ties,
-            "n": c.result.n,
-            "dropped": c.result.dropped,
-            "resolved": c.result.resolved,
+            **difference_columns(c.result),
             "ordering": ordering(c.result, c.a, c.b, SUMMARY_SCORES[c.metric].lower_is_better),
         }
         for c in comparisons
@@ -210,23 +180,12 @@ def finding(comparisons: Sequence[Comparison]) -> str:
     return f"{comparisons[0].title}, {subjects} subjects: " + "; ".join(parts)
 
 
-def _interval(row: Mapping[str, object], key: str) -> MeanInterval:
-    """A summary row's ``key`` back as the :class:`~common.utils.stats.MeanInterval` it was made from."""
-    n = int(row[f"{key}_n"])
-    return MeanInterval(
-        mean=float(row[f"{key}_mean"]),
-        sd=float(row[f"{key}_sd"]),
-        low=float(row[f"{key}_ci_low"]),
-        high=float(row[f"{key}_ci_high"]),
-        n=n,
-        dropped=int(row["subjects"]) - n,
-        confidence=0.95,
-    )
-
-
 def _cells(row: Mapping[str, object], keys: Sequence[str]) -> str:
     """``mean +- sd [low, high]`` of each of ``keys`` of a summary row, as markdown table cells."""
-    return " | ".join(format_mean_interval(_interval(row, k), SUMMARY_SCORES[k].digits) for k in keys)
+    return " | ".join(
+        format_mean_interval(mean_interval_from_columns(row, k, int(row["subjects"])), SUMMARY_SCORES[k].digits)
+        for k in keys
+    )
 
 
 def _differences_section(comparisons: Sequence[Comparison], n_resamples: int, seed: int) -> list[str]:
@@ -243,14 +202,8 @@ def _differences_section(comparisons: Sequence[Comparison], n_resamples: int, se
     ]
     if not comparisons:
         return out + ["", "Only one model and one inference mode were evaluated: nothing to compare.", ""]
-    half = [(c.result.high - c.result.low) / 2 for c in comparisons if c.metric == "dice"]
-    half = [h for h in half if not math.isnan(h)]
-    if half:
-        subjects = sorted({c.result.n for c in comparisons if c.metric == "dice"})
-        out[-1] += (
-            f" With {'/'.join(map(str, subjects))} subjects the DSC differences' intervals reach "
-            f"{min(half):.3f} to {max(half):.3f} either side of the mean: smaller differences are not resolved."
-        )
+    resolution = format_resolution([c.result for c in comparisons if c.metric == "dice"], "subjects", "DSC", 3)
+    out[-1] += f" {resolution}" if resolution else ""
     out += [
         "",
         "| A | B | with | score | A | B | A - B [95 % CI], A higher / n | reading |",

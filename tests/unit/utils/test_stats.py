@@ -1,6 +1,7 @@
 """common.utils.stats: the paired bootstrap and the bootstrap of a mean against explicit loops on the same resample
 indices and against scipy.stats.bootstrap (percentile method, within resampling noise); NaN cases dropped and
-counted, win and tie counts, the formatted text, and the refusals."""
+counted, win and tie counts, the formatted text, the refusals, the CSV columns of both results (a mean's interval
+read back from its columns, also as CSV text), and per-case rows grouped by setting and paired by case."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ from scipy import stats
 from common.utils.stats import (
     N_RESAMPLES,
     bootstrap_mean,
+    difference_columns,
     format_difference,
     format_mean_interval,
+    format_resolution,
+    group_by_case,
+    mean_interval_columns,
+    mean_interval_from_columns,
     nanmean,
     ordering,
     paired_bootstrap,
+    paired_by_case,
 )
 
 
@@ -157,3 +164,90 @@ def test_ordering_is_stated_only_where_the_interval_excludes_zero():
     assert ordering(paired_bootstrap(b, a), "B", "A", lower_is_better=True) == "B better"  # a distance: lower wins
     noisy = paired_bootstrap(np.array([0.5, 0.6, 0.4, 0.55]), np.array([0.55, 0.5, 0.45, 0.5]))
     assert noisy.low < 0 < noisy.high and ordering(noisy, "A", "B") == "not resolved on these data"
+
+
+def test_mean_interval_columns_round_trip_also_through_csv_text():
+    values = np.array([0.8, np.nan, 0.7, 0.9, 0.6])
+    m = bootstrap_mean(values, n_resamples=200, seed=1)
+    columns = mean_interval_columns("dice", m)
+    assert list(columns) == ["dice_mean", "dice_sd", "dice_ci_low", "dice_ci_high", "dice_n"]
+    assert columns == {"dice_mean": m.mean, "dice_sd": m.sd, "dice_ci_low": m.low, "dice_ci_high": m.high, "dice_n": 4}
+    row = {"cases": 5, **columns, "other_n": 1}
+    assert mean_interval_from_columns(row, "dice", 5) == m  # dropped: 5 cases less 4 used
+    text = {k: repr(v) if isinstance(v, float) else str(v) for k, v in row.items()}  # as csv.DictReader reads it
+    assert mean_interval_from_columns(text, "dice", int(text["cases"])) == m
+    assert mean_interval_from_columns(row, "dice", 5, confidence=0.9).confidence == 0.9
+    bare = mean_interval_columns("", m)
+    assert list(bare) == ["mean", "sd", "ci_low", "ci_high", "n"]
+    assert mean_interval_from_columns(bare, "", 5) == m
+    one = bootstrap_mean(np.array([0.5, np.nan]))  # sd and interval NaN: written and read back as NaN
+    back = mean_interval_from_columns(mean_interval_columns("x", one), "x", 2)
+    assert (back.mean, back.n, back.dropped) == (0.5, 1, 1) and math.isnan(back.sd) and math.isnan(back.high)
+    assert format_mean_interval(back) == format_mean_interval(one)
+
+
+def test_difference_columns():
+    a = np.array([0.9, 0.8, 0.85, 0.95, 0.7, 0.75, np.nan])
+    b = np.array([0.5, 0.4, 0.45, 0.55, 0.5, 0.75, 0.5])
+    r = paired_bootstrap(a, b, n_resamples=200)
+    assert difference_columns(r) == {
+        "mean_a": r.mean_a,
+        "mean_b": r.mean_b,
+        "difference": r.difference,
+        "ci_low": r.low,
+        "ci_high": r.high,
+        "a_higher": 5,
+        "b_higher": 0,
+        "ties": 1,
+        "n": 6,
+        "dropped": 1,
+        "resolved": True,
+    }
+    assert list(difference_columns(r))[:5] == ["mean_a", "mean_b", "difference", "ci_low", "ci_high"]
+    assert difference_columns(paired_bootstrap(b[:4], a[:4]))["resolved"] is False  # fewer than 6 cases
+
+
+def _rows() -> list[dict]:
+    """Per-case rows of two settings, the cases out of order and the settings interleaved."""
+    a = {"c3": 0.9, "c1": 0.8, "c2": 0.85, "c6": 0.95, "c4": 0.7, "c5": 0.75}
+    b = {"c5": 0.5, "c1": 0.4, "c2": 0.45, "c3": 0.55, "c4": 0.5, "c6": 0.6}
+    rows = [{"setting": "A", "case": c, "dice": v} for c, v in a.items()]
+    rows += [{"setting": "B", "case": c, "dice": v} for c, v in b.items()]
+    return [rows[i] for i in (6, 0, 7, 1, 8, 2, 9, 3, 10, 4, 11, 5)]
+
+
+def test_group_by_case_keeps_settings_in_order_and_sorts_the_cases():
+    groups = group_by_case(_rows(), lambda r: r["setting"], lambda r: f"setting {r['setting']}")
+    assert list(groups) == ["B", "A"]  # order of first appearance
+    assert all(list(g) == ["c1", "c2", "c3", "c4", "c5", "c6"] for g in groups.values())
+    assert groups["A"]["c3"]["dice"] == 0.9
+    with pytest.raises(ValueError, match="^setting A: expected one row per subject, found c3 twice$"):
+        group_by_case(_rows() + [_rows()[1]], lambda r: r["setting"], lambda r: f"setting {r['setting']}", "subject")
+
+
+def test_paired_by_case_is_the_paired_bootstrap_over_sorted_cases():
+    groups = group_by_case(_rows(), lambda r: r["setting"], str)
+    a, b = groups["A"], groups["B"]
+    results = paired_by_case(a, b, ["dice"], ("A", "B"), n_resamples=300, seed=2)
+    cases = sorted(a)
+    expected = paired_bootstrap(
+        np.array([a[c]["dice"] for c in cases]), np.array([b[c]["dice"] for c in cases]), 300, 2
+    )
+    assert list(results) == ["dice"] and results["dice"] == expected
+    assert results["dice"].wins_a == 6 and results["dice"].resolved
+    fewer = {c: a[c] for c in cases[1:]}
+    with pytest.raises(ValueError, match=r"^A and B: expected the same subjects to pair, found \['c2', .*'c6'\] and"):
+        paired_by_case(fewer, b, ["dice"], ("A", "B"), "subjects")
+
+
+def test_format_resolution_gives_the_half_widths_and_case_counts():
+    a, b = np.array([0.9, 0.8, 0.85, 0.95, 0.7, 0.75]), np.array([0.5, 0.4, 0.45, 0.55, 0.5, 0.6])
+    six, five = paired_bootstrap(a, b, 300), paired_bootstrap(a[:5], b[:5], 300)
+    one = paired_bootstrap(a[:1], b[:1])  # no interval: its NaN half-width left out, its count kept
+    halves = sorted([(six.high - six.low) / 2, (five.high - five.low) / 2])
+    assert format_resolution([six, five, one], "subjects", "DSC") == (
+        f"With 1/5/6 subjects the DSC differences' intervals reach {halves[0]:.3f} to {halves[1]:.3f} either side "
+        "of the mean: smaller differences are not resolved."
+    )
+    assert f"reach {halves[0]:.4f} to" in format_resolution([six, five], "test cases", "Dice", 4)
+    assert format_resolution([one], "subjects", "DSC") == "" and format_resolution([], "subjects", "DSC") == ""
