@@ -55,11 +55,19 @@ def quoted_intervals(card: Path) -> list[tuple[str, str, str]]:
 
 
 def interval_rows(card: Path) -> set[tuple[str, str, str]]:
-    """``(difference, low, high)`` at three decimals of every row of the interval CSVs under the card's results."""
+    """``(value, low, high)`` at three decimals of every interval in the CSVs under the card's results: a difference
+    (``difference``, ``ci_low``, ``ci_high``: IGS' ``*_intervals.csv``, the ``*_differences.csv`` of the reports
+    built on ``common.utils.stats``) or a mean (``<score>_mean``, ``<score>_ci_low``, ``<score>_ci_high``: their
+    summaries)."""
     out = set()
-    for path in sorted((card.parent / "results").glob("*_intervals.csv")):
+    for path in sorted((card.parent / "results").glob("*.csv")):
         with open(path, newline="") as f:
-            out |= {tuple(f"{float(r[k]):.3f}" for k in ("difference", "ci_low", "ci_high")) for r in csv.DictReader(f)}
+            for r in csv.DictReader(f):
+                for low in (k for k in r if k.endswith("ci_low")):
+                    base = low[: -len("ci_low")]
+                    value = f"{base}mean" if base else "difference"
+                    if value in r and f"{base}ci_high" in r and r[low] not in ("", "nan"):
+                        out.add(tuple(f"{float(r[k]):.3f}" for k in (value, low, f"{base}ci_high")))
     return out
 
 
