@@ -13,6 +13,12 @@
     3D context (every convolution 3x3x3) and the 2.5D form (3x3x1 after the first): parameters, wall seconds,
     process CPU seconds (all threads; less sensitive to other jobs on shared cores) and peak memory, each in a fresh
     process as in (c) (glibc's default allocator on CPU).
+(e) successive clicks as the served ``refine`` runs them (:func:`common.apps.deepigeos.refine_clicks` on an image as
+    loaded: brain crop and normalisation, refinement, label pasted back), per volume of ``--click_volumes``: the
+    automatic label stays, the clicks accumulate (foreground and background in turn, simulated on its errors), and
+    each click is timed without and with a :class:`common.apps.deepigeos.RefinementCache` kept over the clicks
+    (first, second and fifth click by default): wall seconds, process CPU seconds, the parts of the step, the box
+    (a changed box recomputes the cached maps) and the voxels where the two labels differ.
 
 The data are synthetic (an ellipsoid "brain" with an ellipsoidal "tumour", Gaussian noise); untrained weights. CUDA
 is used automatically when available (``--device cpu`` to force the CPU, ``--device cuda`` for the GPU).
@@ -20,7 +26,7 @@ is used automatically when available (``--device cpu`` to force the CPU, ``--dev
 Usage: python benchmarks/bench_deepigeos.py [--volume "[240,240,155]"] [--tumours "[30,60,90]"] [--margin 16]
     [--context 3d] [--geodesic_size 128]
     [--crf_size 96] [--crf_windows "[3,5]"] [--crf_iterations 5] [--pnet_size 96] [--repeats 3] [--device auto]
-    [--parts abcd]
+    [--parts abcd] [--click_volumes "[[64,64,48],[240,240,155]]"] [--clicks "[1,2,5]"]
     [--threads 0]  (0: torch's default; on cores shared with other jobs, 1 thread avoids OpenMP barrier stalls)
 """
 
@@ -33,14 +39,16 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from unittest import mock
 
 import fire
 import monai
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
-from common.apps.deepigeos import refine
+from common.apps.deepigeos import Refinement, RefinementCache, interactive, refine, refine_clicks
 from common.networks import optimize_for_inference
 from common.networks.blocks import CRFNet
 from common.networks.nets import PNet, rnet
@@ -68,7 +76,7 @@ def synthetic_case(
     clicks)."""
     rng = np.random.default_rng(seed)
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) - s / 2 for s in shape], indexing="ij")
-    brain = sum(g**2 / (r * s / 2) ** 2 for g, r, s in zip(grid, (0.8, 0.9, 0.85), shape)) < 1
+    brain = _brain(grid, shape)
     centre = [0.15 * s for s in shape]
     radii = [tumour / 2, 0.85 * tumour / 2, 0.7 * tumour / 2][: len(shape)]
     inside = sum((g - c) ** 2 / r**2 for g, c, r in zip(grid, centre, radii))
@@ -79,6 +87,11 @@ def synthetic_case(
     leak = [c + (r + 0.25 * radii[0]) * (i == 1) for i, (c, r) in enumerate(zip(centre, radii))]
     pred |= sum((g - c) ** 2 for g, c in zip(grid, leak)) < (0.4 * radii[0]) ** 2  # a leak beside the tumour
     return image[None].astype(np.float32), truth[None].astype(np.uint8), pred[None].astype(np.uint8)
+
+
+def _brain(grid: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
+    """The ellipsoidal "brain" of :func:`synthetic_case` on its centred coordinate ``grid``."""
+    return sum(g**2 / (r * s / 2) ** 2 for g, r, s in zip(grid, (0.8, 0.9, 0.85), shape)) < 1
 
 
 def bench_refinement(
@@ -117,6 +130,71 @@ def bench_refinement(
                 f"CRF-Net(fu) window {window}, {iterations} it {sec['crf']:.2f} s | paste {sec['paste']:.2f} s | "
                 f"step total {sum(sec.values()):.2f} s"
             )
+
+
+def loaded_case(shape: Sequence[int], tumour: float, clicks: int) -> tuple[MetaTensor, np.ndarray, list[list[int]]]:
+    """:func:`synthetic_case` as a FLAIR file loads: ``(1, *shape)`` intensities about 400 +- 100 in the brain and 0
+    outside (1 mm voxels), with the automatic label ``(*shape)`` and ``clicks`` clicks on its errors, foreground
+    (in the missed cap) and background (in the leak) in turn, each a voxel drawn at random from its error."""
+    image, truth, pred = synthetic_case(shape, tumour)
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) - s / 2 for s in shape], indexing="ij")
+    flair = np.where(_brain(grid, shape), 400 + 100 * image[0], 0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    missed, leak = np.argwhere(truth[0] & ~pred[0]), np.argwhere(pred[0] & ~truth[0])
+    fg = missed[rng.choice(len(missed), (clicks + 1) // 2, replace=False)]
+    bg = leak[rng.choice(len(leak), clicks // 2, replace=False)]
+    order = [p.tolist() for pair in zip(fg, bg) for p in pair] + ([fg[-1].tolist()] if clicks % 2 else [])
+    return MetaTensor(torch.from_numpy(flair)[None]), pred[0], order
+
+
+def bench_clicks(
+    shapes: Sequence[Sequence[int]],
+    clicks: Sequence[int],
+    device: torch.device,
+    features: int,
+    context: str,
+    window: int,
+    iterations: int,
+) -> None:
+    """Successive clicks of one user through :func:`common.apps.deepigeos.refine_clicks` (the bundle's ``refine``:
+    an ``optimize_for_inference`` R-Net of ``features`` channels per block, compressed to half, a head of twice as
+    many; the bundle's defaults with ``--features 8``), without and with a :class:`RefinementCache`."""
+    net = rnet(3, features=(features,) * 5, compress=features // 2, head_channels=2 * features, context=context)
+    net = optimize_for_inference(net.to(device).eval())
+    crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()
+    steps: list[Refinement] = []
+
+    def recorded(*args: object, **kwargs: object) -> Refinement:
+        steps.append(refine(*args, **kwargs))
+        return steps[-1]
+
+    for shape in shapes:
+        tumour = 0.25 * shape[0]  # 60 voxels across at 240
+        image, label, order = loaded_case(shape, tumour, max(clicks))
+        image = image.to(device)
+        label = torch.from_numpy(label).to(device)
+        refine_clicks(image, label, order[:1], None, net, crf)  # warm-up (kernels, allocator)
+        uncached: dict[int, torch.Tensor] = {}
+        for cached in (False, True):
+            cache = RefinementCache() if cached else None
+            for k in range(1, max(clicks) + 1):
+                steps.clear()
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                with mock.patch.object(interactive, "refine", recorded):  # to read the parts of the step
+                    out = refine_clicks(image, label, order[:k:2], order[1:k:2], net, crf, cache=cache)
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                if not cached:
+                    uncached[k] = out
+                if k not in clicks:
+                    continue
+                sec, box = steps[0].seconds, tuple(s.stop - s.start for s in steps[0].box)
+                parts = " | ".join(f"{name} {t:.2f}" for name, t in sec.items())
+                differ = f", {int((out != uncached[k]).sum())} voxels differ from without" if cached else ""
+                print(
+                    f"(e) {tuple(shape)} on {device}, click {k} ({(k + 1) // 2} fg + {k // 2} bg), "
+                    f"{'with' if cached else 'without'} cache: {wall:.2f} s (process CPU {cpu:.2f} s) = {parts} | "
+                    f"preprocessing and paste-back {wall - sum(sec.values()):.2f} s; box {box}{differ}"
+                )
 
 
 def bench_geodesic(size: int, repeats: int) -> None:
@@ -275,6 +353,8 @@ def main(
     device: str = "auto",
     parts: str = "abcd",
     threads: int = 0,
+    click_volumes: Sequence[Sequence[int]] = ((64, 64, 48), (240, 240, 155)),
+    clicks: Sequence[int] = (1, 2, 5),
 ) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -295,6 +375,8 @@ def main(
         bench_crf(crf_size, crf_windows, crf_iterations, dev)
     if "d" in parts:
         bench_pnet(pnet_size, features, dev)
+    if "e" in parts:
+        bench_clicks(click_volumes, clicks, dev, features, context, refine_window, crf_iterations)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from apps.monailabel.lib.server import start_server, stop_server  # noqa: E402
 WEIGHTS = {  # bundle -> {config id of a network in inference.json: the weights file it is served from}
     "igs_acdc": {"network_def": "model.pt"},
     "unet_lgg": {"network_def": "model.pt"},
-    "deepigeos_brats": {"network_def": "model.pt", "rnet_crf_def": "rnet_crf.pt"},
+    "deepigeos_brats": {"network_def": "model.pt", "pnet_crf_def": "pnet_crf.pt", "rnet_crf_def": "rnet_crf.pt"},
 }
 
 
@@ -65,8 +65,8 @@ def _untrained_bundles(out: Path) -> Path:
         parser.update({"bundle_root": str(root), "device": "$torch.device('cpu')"})
         for net_id, file in nets.items():
             net = parser.get_parsed_content(net_id)
-            if name == "deepigeos_brats" and net_id == "network_def":  # an empty automatic label
-                last = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+            if name == "deepigeos_brats" and net_id == "pnet_crf_def":  # an empty automatic label (P-Net's bias)
+                last = [m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv3d)][-1]
                 with torch.no_grad():
                     last.bias.copy_(torch.tensor([10.0, -10.0]))
             torch.save(net.state_dict(), root / "models" / file)

@@ -51,9 +51,9 @@ from .lgg import (
 from .metaimage import METAIMAGE_TYPES, MetaImageReader, read_mhd, read_mhd_header, write_mhd
 from .spine import (
     CSI_SUBSETS,
+    SPINE_LABEL_VALUES,
     VERSE_LABELS,
     VERSE_ORDER,
-    SPINE_LABEL_VALUES,
     csi_datalist,
     find_csi_cases,
     find_verse_cases,

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from monai.config import NdarrayOrTensor
 from monai.utils.type_conversion import convert_to_numpy
+from scipy.optimize import linear_sum_assignment
 
 from common.metrics.surface import surface_distances
 

@@ -53,11 +53,19 @@ class BundleEntry:
     Args:
         name: the folder under ``bundles/``.
         params: request parameters that set config ids of ``inference.json`` (the k-space pattern, the acceleration).
-        overrides: config values the app sets on every config of the bundle (DeepIGeoS: P-Net alone, the network that
-            the train task trains and whose label the first click refines).
+        overrides: config values the app sets on every config of the bundle (inference and training).
         load: transforms run before the bundle's ``preprocessing`` when that does not read files itself.
-        train_items: datastore ``{"image", "label"}`` items -> (training, validation) data of ``train.json``;
-            None: no train task.
+        train_items: ``(datastore items, training)`` -> the data of ``train.json``'s training (``training`` True) or
+            validation dataset; an item is ``{"id", "image", "label"}`` (the image id and the files of an image with a
+            saved final label). None: no train task.
+        train_stages: the ways to train the bundle from the app, ``{stage: config files of configs/ merged after
+            train.json}``; the first is the default, a request's ``stage`` picks another. Each stage fine-tunes the
+            weights file its configs write (their ``ckpt_path``).
+        train_prefix: the train task takes the datastore images whose id starts with this (and that have
+            ``channels``): the datastore holds every bundle's images, and channels alone cannot tell a FLAIR from a
+            T1w (``deepigeos_brats``: ``brats_*``, ``resunet_zoom_atlas``: ``atlas_*``).
+        infer_tasks: further infer tasks, ``{kind: config file of configs/ merged after inference.json}``, served as
+            ``<bundle>_<kind>`` where their weights exist (``lib.tasks``: ``classification``, ``reconstruction``).
         refine: serve an interactive task on the bundle's ``refine`` id beside the automatic one.
         channels: the image channels a datastore image must have (a 4D NIfTI's last axis).
         labels: ``{name: value}`` of the served label where its values are not the network's output channels
@@ -68,13 +76,19 @@ class BundleEntry:
     params: Mapping[str, Param] = field(default_factory=dict)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     load: Callable[[], Sequence[Callable]] | None = None
-    train_items: Callable[[Sequence[dict]], tuple[list[dict], list[dict]]] | None = None
+    train_items: Callable[[Sequence[dict], bool], list[dict]] | None = None
+    train_stages: Mapping[str, Sequence[str]] = field(default_factory=lambda: {"default": ()})
+    train_prefix: str = ""
+    infer_tasks: Mapping[str, str] = field(default_factory=dict)
     refine: bool = False
     channels: int = 1
     labels: Mapping[str, int] | None = None
 
-    def accepts(self, image: str) -> bool:
-        """Whether a datastore image has this bundle's channels (a 3D NIfTI: 1; a 4D one: its last axis)."""
+    def accepts(self, image_id: str, image: str) -> bool:
+        """Whether the train task takes a datastore image: its id starts with ``train_prefix`` and it has this
+        bundle's channels (a 3D NIfTI: 1; a 4D one: its last axis)."""
+        if not image_id.startswith(self.train_prefix):
+            return False
         shape = nib.load(image).shape
         return (shape[3] if len(shape) == 4 else 1) == self.channels
 
@@ -89,25 +103,23 @@ def _source_path(data: Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _files(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-    """Datastore items as the bundle's data (files read by its own ``LoadImaged``); all of them train and validate."""
-    data = [{"image": i["image"], "label": i["label"]} for i in items]
-    return data, data
+def _files(items: Sequence[dict], training: bool) -> list[dict]:
+    """Datastore items as the bundle's data: the files (read by its own ``LoadImaged``) and ``case``, the image id
+    (DeepIGeoS seeds each case's simulated clicks with it)."""
+    return [{"image": i["image"], "label": i["label"], "case": i["id"]} for i in items]
 
 
-def _lgg(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+def _lgg(items: Sequence[dict], training: bool) -> list[dict]:
     """LGG datastore cases (:mod:`.lgg`) as its ``train.json`` reads them: slices to train, volumes to validate."""
     cases = [lgg_training_items(i["image"], i["label"]) for i in items]
-    return [s for slices, _ in cases for s in slices], [v for _, v in cases]
+    return [s for slices, _ in cases for s in slices] if training else [v for _, v in cases]
 
 
-def _brats_slices(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+def _brats_slices(items: Sequence[dict], training: bool) -> list[dict]:
     """BraTS datastore cases (a 4D NIfTI, the modalities on the last axis in the bundle's order, and a BraTS label
-    0/1/2/4) as ``igs_brats``' ``train.json`` reads its data: every axial slice with brain in it
-    (:func:`~common.apps.igs.case_slices`, the bundle's intensity scaling and nested classes); all of them train and
-    validate."""
-    slices = [s for i in items for s in case_slices({**i, "case": Path(i["image"]).name.split(".")[0]})]
-    return slices, slices
+    0/1/2/4) as ``igs_brats``' ``train.json`` reads its data, to train and to validate: every axial slice with brain
+    in it (:func:`~common.apps.igs.case_slices`, the bundle's intensity scaling and nested classes)."""
+    return [s for i in items for s in case_slices({"image": i["image"], "label": i["label"], "case": i["id"]})]
 
 
 BUNDLES: dict[str, BundleEntry] = {
@@ -120,11 +132,24 @@ BUNDLES: dict[str, BundleEntry] = {
             train_items=_lgg,
             channels=3,
         ),
-        BundleEntry("deepigeos_brats", overrides={"use_crf": False}, train_items=_files, refine=True),
+        # automatic: P-Net + CRF-Net(f) (the bundle's default inference, the label R-Net was trained to refine);
+        # training fine-tunes what the app serves: R-Net + CRF-Net(fu) (the refinement) on the served P-Net +
+        # CRF-Net(f)'s labels with the bundle's simulated clicks, or P-Net + CRF-Net(f)
+        BundleEntry(
+            "deepigeos_brats",
+            train_items=_files,
+            train_stages={"rnet": ("train_rnet.json", "train_rnet_crf.json"), "pnet": ("train_pnet_crf.json",)},
+            train_prefix="brats_",
+            refine=True,
+        ),
         BundleEntry(
             "igs_brats",
             params={"pattern": Param("pattern", str), "acceleration": Param("acceleration", int)},
             train_items=_brats_slices,
+            infer_tasks={
+                "classification": "classification_inference.json",
+                "reconstruction": "reconstruction_inference.json",
+            },
             channels=4,
             labels={"non-enhancing tumour core": 1, "oedema": 2, "enhancing tumour": 4},
         ),
@@ -134,8 +159,14 @@ BUNDLES: dict[str, BundleEntry] = {
             labels={f"vertebra {i} from the top": i for i in range(1, 26)},  # instances in the order found
         ),
         # the latest stage trained (zoom-out when models/model_zoom_out.pt exists), sliding window over the volume;
-        # the network's one output channel is the lesion logit, written as label 1
-        BundleEntry("resunet_zoom_atlas", labels={"stroke lesion": 1}),
+        # the network's one output channel is the lesion logit, written as label 1; training on T1w + lesion mask
+        BundleEntry(
+            "resunet_zoom_atlas",
+            train_items=_files,
+            train_stages={"zoom_in": (), "zoom_out": ("zoom_out.json",)},
+            train_prefix="atlas_",
+            labels={"stroke lesion": 1},
+        ),
     ]
 }
 
@@ -149,12 +180,29 @@ class BundleModel:
         extra_configs: config files merged after ``inference.json`` (e.g. ``configs/demo.json``, the settings the
             served weights were trained with).
         device: where the networks run.
+        task: one of the entry's ``infer_tasks``: its config file is merged between ``inference.json`` and
+            ``extra_configs``; None: the bundle's segmentation.
     """
 
-    def __init__(self, entry: BundleEntry, root: Path, extra_configs: Sequence[str], device: torch.device) -> None:
-        self.entry, self.root, self.device = entry, Path(root), device
-        self.configs = [str(self.root / "configs" / "inference.json"), *map(str, extra_configs)]
+    def __init__(
+        self,
+        entry: BundleEntry,
+        root: Path,
+        extra_configs: Sequence[str],
+        device: torch.device,
+        task: str | None = None,
+    ) -> None:
+        if task is not None and task not in entry.infer_tasks:
+            raise ValueError(f"task: expected one of {sorted(entry.infer_tasks)} of {entry.name}, found {task!r}")
+        self.entry, self.root, self.device, self.task = entry, Path(root), device, task
+        self.extra_configs = [str(c) for c in extra_configs]
+        task_configs = [] if task is None else [str(self.root / "configs" / entry.infer_tasks[task])]
+        self.configs = [str(self.root / "configs" / "inference.json"), *task_configs, *self.extra_configs]
         self.metadata = str(self.root / "configs" / "metadata.json")
+
+    def for_task(self, task: str) -> BundleModel:
+        """The same bundle with one of its ``infer_tasks`` configs (``classification``)."""
+        return BundleModel(self.entry, self.root, self.extra_configs, self.device, task)
 
     def parser(self, params: Mapping[str, Any] | None = None) -> ConfigParser:
         """The parsed configs with the app's overrides and the request's ``params`` (checked by the entry)."""
@@ -181,11 +229,15 @@ class BundleModel:
         return Path(self.parser().get_parsed_content("handlers#0#load_path"))
 
     def network(self) -> torch.nn.Module:
-        """The bundle's ``network`` with its weights loaded (checked against the settings it names), in eval mode."""
+        """The bundle's ``network`` with its weights loaded into what its checkpoint loader loads (the network, or
+        the 2D classifier that ``network`` applies slice by slice), checked against the settings it names; eval mode.
+        """
         parser = self.parser()
         net = parser.get_parsed_content("network")
+        loaded = parser.get_parsed_content("handlers#0#load_dict#model")  # the same object as in ``network``
         settings = parser.get_parsed_content("handlers#0#settings")
-        return load_weights(net, parser.get_parsed_content("handlers#0#load_path"), self.device, settings).eval()
+        load_weights(loaded, parser.get_parsed_content("handlers#0#load_path"), self.device, settings)
+        return net.eval()
 
     def transforms(self, params: Mapping[str, Any] | None = None) -> tuple[Compose, Any, Compose]:
         """(pre-transforms, inferer, post-transforms): the entry's loaders + ``preprocessing``, ``inferer``,
@@ -199,5 +251,5 @@ class BundleModel:
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             raise BadRequest(f"{self.entry.name} with params {dict(params or {})}: {e}") from e
         loads = list(self.entry.load()) if self.entry.load else []
-        post = Compose([t for t in post.transforms if not isinstance(t, SAVERS)])
+        post = Compose([t for t in Compose(post).flatten().transforms if not isinstance(t, SAVERS)])
         return Compose([_source_path, *loads, *pre.transforms]), inferer, post

@@ -1,8 +1,11 @@
 """MONAI Label infer tasks on the bundles: automatic segmentation (:class:`BundleSegmentation`) and the DeepIGeoS
-click refinement (:class:`DeepIGeoSRefinement`), which keeps the current label of each image in the server."""
+click refinement (:class:`DeepIGeoSRefinement`), which keeps each user's label and clicks of each image in the
+server."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import tempfile
@@ -17,13 +20,17 @@ from monai.transforms import Compose, LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from common.apps.deepigeos import voxel_indices
+from common.apps.deepigeos import RefinementCache
 
 from .bundles import BadRequest, BundleModel
+from .state import Click, LRUCache, RefinementState, disjoint, parse_clicks, tensor_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BundleSegmentation", "DeepIGeoSRefinement", "write_label"]
+__all__ = ["REFINE_FROM", "BundleSegmentation", "DeepIGeoSRefinement", "write_label"]
+
+REFINE_FROM = ("initial", "previous")
+"""What a refinement refines: the start label with every click so far, or the latest label with the new clicks."""
 
 
 def write_label(label: np.ndarray | torch.Tensor, image_path: str) -> str:
@@ -121,36 +128,59 @@ class BundleSegmentation(BasicInferTask):
 
 class DeepIGeoSRefinement(BasicInferTask):
     """DeepIGeoS click refinement (``refine`` of ``inference.json``: geodesic maps, R-Net, CRF-Net(fu) with the
-    clicked voxels clamped) on the current label of the image.
+    clicked voxels clamped) of a user's label of an image, with the clicks of that user on that image so far.
 
-    State: the server keeps, per image (its datastore path), the latest label this task returned, in memory. The
-    first request on an image refines the automatic label of ``auto`` (P-Net); every later one refines the latest
-    refinement. ``{"reset": true}`` drops it (the next refinement starts again from the automatic label; with no
-    clicks the automatic label itself comes back); a server restart drops them all.
+    State: a :class:`~.state.RefinementState` per user and image, in ``cache`` (least recently used ones evicted;
+    a server restart drops them all). The user is the request's ``client_id`` (MONAI Label's client sends it), else
+    the session id, else ``"anonymous"``; the image is the datastore id (and its file's modification time), the
+    session id, or for an image uploaded with the request its content hash (every upload gets a new temporary path).
+    A new state starts from the label the client uploaded with the request (its ``label`` file: same shape as the
+    image, values 0/1) or else from the automatic segmentation of ``auto``, with no click.
 
-    Request params: ``foreground``, ``background``: ``[[i, j, k], ...]`` voxel indices of the image (MONAI Label's
-    click convention; all clicks so far or only the new ones: every click sent is clamped to its label);
-    ``reset``: bool.
+    Clicks: the request's ``foreground`` / ``background`` clicks are merged into the state's
+    (:meth:`~.state.RefinementState.add`): a client may send every click so far (3D Slicer does) or only the new
+    ones, repeated clicks count once, a voxel sent as the other kind than before changes kind, and a click is
+    dropped only by a reset (a click removed in 3D Slicer stays until then); a voxel sent as both kinds in one
+    request is refused (400 naming it). Then, with ``refine_from``:
+
+    - ``"initial"``: the start label refined with all the clicks so far (DeepIGeoS' evaluation: every refinement
+      from the automatic segmentation); with no click, the start label;
+    - ``"previous"``: the latest label refined with the clicks new in this request; with none, the latest label.
+
+    ``reset_state`` (3D Slicer) or ``reset``: drop the state first; an uploaded ``label`` also starts a new state.
+
+    Request params: ``foreground``, ``background``: ``[[i, j, k], ...]`` voxel indices of the image;
+    ``refine_from``: ``"initial"`` / ``"previous"`` (default: the app's); ``reset_state``, ``reset``: bool;
+    ``client_id``: str. The result JSON names the start (``"automatic"`` / ``"uploaded"``), whether the state is
+    ``"new"`` or ``"kept"``, the mode, the clicks so far and the new ones, the user and image keys, and the cache's
+    entries and bytes.
+
+    Args:
+        model: the bundle.
+        auto: its automatic segmentation task (the start label).
+        cache: where the states and the loaded images are kept (shared by the app's refinement tasks).
+        refine_from: the default of ``refine_from``.
     """
 
-    def __init__(self, model: BundleModel, auto: BundleSegmentation) -> None:
-        self.model, self.auto = model, auto
+    def __init__(
+        self, model: BundleModel, auto: BundleSegmentation, cache: LRUCache, refine_from: str = "initial"
+    ) -> None:
+        if refine_from not in REFINE_FROM:
+            raise ValueError(f"refine_from: expected one of {list(REFINE_FROM)}, found {refine_from!r}")
+        self.model, self.auto, self.cache, self.refine_from = model, auto, cache, refine_from
         parser = model.parser
         self._refine = _Reloading(
             lambda: parser().get_parsed_content("refine_weights"), lambda: parser().get_parsed_content("refine")
         )
-        self._labels: dict[str, torch.Tensor] = {}
-        self._images: dict[str, torch.Tensor] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._state_lock = threading.Lock()
+        self._locks = [threading.Lock() for _ in range(64)]  # one user's requests on one image run one at a time
         super().__init__(
             path=self._refine.path(),
             network=None,
             type=InferType.DEEPGROW,
             labels=model.labels,
             dimension=3,
-            description=f"{model.entry.name}: DeepIGeoS refinement of the current label with clicks",
-            config={"reset": False},
+            description=f"{model.entry.name}: DeepIGeoS refinement of the user's label with their clicks",
+            config={"refine_from": refine_from, "reset_state": False},
         )
 
     def is_valid(self) -> bool:
@@ -164,38 +194,124 @@ class DeepIGeoSRefinement(BasicInferTask):
         """None: ``refine`` returns the label on the input grid."""
         return []
 
-    def _lock(self, key: str) -> threading.Lock:
-        with self._state_lock:
-            return self._locks.setdefault(key, threading.Lock())
+    def _image(self, key: str, path: str) -> torch.Tensor:
+        """The image ``(1, *S)`` as loaded (a MetaTensor), from the cache."""
+        image = self.cache.get(("image", key))
+        if image is None:
+            image = LoadImage(ensure_channel_first=True, image_only=True)(path)
+            self.cache.put(("image", key), image, tensor_bytes(image))
+        return image
+
+    def _run(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        fg: Sequence[Click],
+        bg: Sequence[Click],
+        geodesic: RefinementCache,
+    ) -> torch.Tensor:
+        """The bundle's ``refine`` -> ``(*S)`` uint8, reusing ``geodesic`` (the state's maps and preprocessed image;
+        ``image`` is the cached object, the same at every step); its ValueErrors (clicks outside the brain crop) as
+        BadRequest."""
+        try:
+            return self._refine.get()(
+                image=image,
+                label=label,
+                foreground=[list(c) for c in fg],
+                background=[list(c) for c in bg],
+                cache=geodesic,
+            )
+        except ValueError as e:
+            raise BadRequest(str(e)) from e
 
     def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[str, dict]:
-        """Refine the image's current label with the request's clicks -> (label file, result JSON)."""
+        """Refine the user's label of the image with the request's clicks -> (label file, result JSON)."""
         path = request["image"]
-        reset = request.get("reset", False)
-        if not isinstance(reset, bool):
-            raise BadRequest(f"params.reset: expected true or false, found {reset!r}")
-        fg, bg = request.get("foreground") or [], request.get("background") or []
+        reset = _flag(request, "reset_state") or _flag(request, "reset")
+        mode = request.get("refine_from", self.refine_from)
+        if mode not in REFINE_FROM:
+            raise BadRequest(f"params.refine_from: expected one of {list(REFINE_FROM)}, found {mode!r}")
+        user, image_key = _user(request), _image_key(request)
         device = request.get("device") or "cpu"
         device = device if isinstance(device, str) else device[0]
-        with self._lock(path):
-            if reset:
-                self._labels.pop(path, None)
-            if path not in self._images:
-                self._images[path] = LoadImage(ensure_channel_first=True, image_only=True)(path)
-            try:  # checked before the automatic segmentation runs; refine checks them against its brain crop
-                for name, clicks in (("foreground", fg), ("background", bg)):
-                    voxel_indices(clicks, f"params.{name}", self._images[path].shape[1:])
-            except ValueError as e:
-                raise BadRequest(str(e)) from e
-            start = "refinement" if path in self._labels else "automatic"
-            if path not in self._labels:
-                self._labels[path] = self.auto.segment(path, device)
-            if fg or bg:
-                try:
-                    self._labels[path] = self._refine.get()(
-                        image=self._images[path], label=self._labels[path], foreground=fg, background=bg
-                    )
-                except ValueError as e:
-                    raise BadRequest(str(e)) from e
-            label = self._labels[path]
-        return write_label(label, path), {"clicks": {"foreground": len(fg), "background": len(bg)}, "start": start}
+        image = self._image(image_key, path)
+        shape = tuple(image.shape[1:])
+        fg = parse_clicks(request.get("foreground"), "foreground", shape)
+        bg = parse_clicks(request.get("background"), "background", shape)
+        disjoint(fg, bg)
+        uploaded = None if request.get("label") is None else _uploaded_label(request["label"], shape)
+        key = ("state", self.model.entry.name, user, image_key)
+        with self._locks[hash(key) % len(self._locks)]:
+            kept = None if reset or uploaded is not None else self.cache.get(key)
+            if kept is not None:
+                state = dataclasses.replace(kept)  # the cached state changes only when this request succeeds
+            elif uploaded is not None:
+                state = RefinementState.starting(uploaded, "uploaded")
+            else:
+                state = RefinementState.starting(self.auto.segment(path, device), "automatic")
+            new_fg, new_bg = state.add(fg, bg)
+            if mode == "initial" and (state.foreground or state.background):
+                state.label = self._run(image, state.start, state.foreground, state.background, state.geodesic)
+            elif mode == "previous" and (new_fg or new_bg):
+                state.label = self._run(image, state.label, new_fg, new_bg, state.geodesic)
+            self.cache.put(key, state, state.nbytes)
+        return write_label(state.label, path), {
+            "weights": self._refine.path(),
+            "weights_mtime_ns": self._refine.mtime,
+            "start": state.origin,
+            "state": "new" if kept is None else "kept",
+            "refine_from": mode,
+            "clicks": {"foreground": len(state.foreground), "background": len(state.background)},
+            "new_clicks": {"foreground": len(new_fg), "background": len(new_bg)},
+            "user": user,
+            "image": image_key,
+            "cache": self.cache.stats(),
+        }
+
+
+def _flag(request: Mapping[str, Any], name: str) -> bool:
+    """The request's boolean ``name`` (absent: False); BadRequest for another type."""
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"params.{name}: expected true or false, found {value!r}")
+    return value
+
+
+def _user(request: Mapping[str, Any]) -> str:
+    """Whose state: the request's ``client_id``, else its session's id, else ``"anonymous"``."""
+    client = request.get("client_id")
+    if client is not None and not isinstance(client, str):
+        raise BadRequest(f"params.client_id: expected a string, found {client!r}")
+    source = request.get("image_source", {})
+    return client or (f"session:{source['id']}" if source.get("kind") == "session" else "anonymous")
+
+
+def _image_key(request: Mapping[str, Any]) -> str:
+    """Which image: ``session:<id>``, ``upload:<sha1 of the file>``, else ``<kind>:<id>@<file mtime ns>`` (a
+    datastore image; ``file`` for a task called with a path, as by batch inference)."""
+    source = request.get("image_source", {"kind": "file", "id": request["image"]})
+    if source["kind"] == "session":
+        return f"session:{source['id']}"
+    if source["kind"] == "upload":
+        with open(request["image"], "rb") as f:
+            return f"upload:{hashlib.file_digest(f, 'sha1').hexdigest()}"
+    return f"{source['kind']}:{source['id']}@{os.stat(request['image']).st_mtime_ns}"
+
+
+def _uploaded_label(path: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The label file the client uploaded -> ``(*S)`` uint8; BadRequest unless it is an image MONAI reads, of the
+    image's spatial ``shape``, with values 0/1."""
+    try:
+        label = LoadImage(image_only=True)(path)
+    except Exception as e:  # whatever the reader raises on a file that is not an image it reads
+        raise BadRequest(f"label: expected the uploaded label file to be an image file MONAI reads, found: {e}") from e
+    if tuple(label.shape) != shape:
+        raise BadRequest(
+            f"label: expected the uploaded label file of the image's shape {shape}, found {tuple(label.shape)}"
+        )
+    values = torch.unique(torch.as_tensor(label))
+    if not bool(((values == 0) | (values == 1)).all()):
+        raise BadRequest(
+            f"label: expected the uploaded label file with values 0 / 1, found values {values[:6].tolist()}"
+        )
+    return torch.as_tensor(label).to(torch.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -20,13 +21,15 @@ APP = Path(__file__).resolve().parents[1]
 """The app folder (``apps/monailabel``)."""
 
 
-def monailabel_command() -> str:
-    """The ``monailabel`` script of this interpreter's environment; ``FileNotFoundError`` naming where it was
-    expected (MONAI Label is installed by ``scripts/install.sh``)."""
-    exe = Path(sys.executable).with_name("monailabel")
-    if not exe.is_file():
-        raise FileNotFoundError(f"{exe}: expected MONAI Label's command in {sys.prefix}; run bash scripts/install.sh")
-    return str(exe)
+def monailabel_command() -> list[str]:
+    """MONAI Label's command line as the README types it: this interpreter running ``monailabel.main`` (not the
+    ``monailabel`` wrapper script, which runs whatever ``python`` is first on the PATH). ``FileNotFoundError`` naming
+    the environment when MONAI Label is not installed there (``scripts/install.sh`` installs it)."""
+    if importlib.util.find_spec("monailabel") is None:
+        raise FileNotFoundError(
+            f"monailabel: expected MONAI Label installed in {sys.prefix}; run bash scripts/install.sh"
+        )
+    return [sys.executable, "-m", "monailabel.main"]
 
 
 def _free_port() -> int:
@@ -56,13 +59,14 @@ def start_server(
     does not answer in time (then it is stopped).
     """
     port = _free_port()
-    cmd = [monailabel_command(), "start_server", "--app", str(APP), "--studies", str(studies)]
+    cmd = [*monailabel_command(), "start_server", "--app", str(APP), "--studies", str(studies)]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     for key, value in conf.items():
         cmd += ["--conf", key, value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))]
-    env = {  # monailabel runs the `python` of PATH
+    venv_bin = str(Path(sys.executable).parent)
+    env = {  # a fresh shell's PATH: this environment's bin folder is not on it (no activated venv)
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": os.pathsep.join(d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d != venv_bin),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
         "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
     }

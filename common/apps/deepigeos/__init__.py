@@ -4,6 +4,7 @@ and the refinement of a label on the input grid."""
 
 from __future__ import annotations
 
+from .cache import RefinementCache
 from .evaluation import AUTOMATIC, INTERACTIVE, InteractiveEvaluation
 from .interactive import brain_box, refine_clicks, voxel_indices
 from .refinement import Refinement, refine, refinement_box
@@ -34,6 +35,7 @@ __all__ = [
     "AUTOMATIC",
     "INTERACTIVE",
     "InteractiveEvaluation",
+    "RefinementCache",
     "brain_box",
     "refine_clicks",
     "voxel_indices",

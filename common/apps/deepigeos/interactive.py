@@ -5,6 +5,7 @@ input grid."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from monai.transforms import CropForeground
 from monai.utils.type_conversion import convert_to_tensor
 from torch import nn
 
+from common.apps.deepigeos.cache import RefinementCache
 from common.apps.deepigeos.refinement import refine
 from common.apps.deepigeos.samples import image_spacing
 from common.networks.blocks import CRFNet
@@ -31,7 +33,8 @@ def brain_box(image: torch.Tensor, brain_margin: int = 0) -> tuple[slice, ...]:
 def voxel_indices(points: Sequence[Sequence[int]] | None, name: str, shape: Sequence[int]) -> np.ndarray:
     """Check user clicks ``[[i, j, k], ...]`` (voxel indices of an image of spatial ``shape``) -> ``(N, len(shape))``
     int64; None or empty -> ``(0, len(shape))``. Every coordinate must be an integer (not a bool, not a float such
-    as 1.0) inside the image; otherwise ValueError naming ``name`` and the offending clicks."""
+    as 1.0) inside the image; otherwise ValueError naming ``name`` and the offending clicks (checked on the integers
+    as given, so an index too large for int64 is refused as outside, not overflowed)."""
     shape = tuple(int(n) for n in shape)
     pts = [] if points is None else points
     if not isinstance(pts, (list, tuple, np.ndarray)) or not all(
@@ -41,11 +44,10 @@ def voxel_indices(points: Sequence[Sequence[int]] | None, name: str, shape: Sequ
         for c in pts
     ):
         raise ValueError(f"{name}: expected voxel indices [[i, j, k], ...] of a {len(shape)}D image, found {points!r}")
-    p = np.asarray(pts, dtype=np.int64).reshape(-1, len(shape))
-    outside = p[((p < 0) | (p >= np.asarray(shape))).any(1)]
-    if len(outside):
-        raise ValueError(f"{name}: expected voxel indices inside the image {shape}, found {outside[:3].tolist()}")
-    return p
+    outside = [[int(v) for v in c] for c in pts if any(not 0 <= int(v) < n for v, n in zip(c, shape))]
+    if outside:
+        raise ValueError(f"{name}: expected voxel indices inside the image {shape}, found {outside[:3]}")
+    return np.asarray(pts, dtype=np.int64).reshape(-1, len(shape))
 
 
 def refine_clicks(
@@ -62,6 +64,7 @@ def refine_clicks(
     lamb: float = 1.0,
     geodesic_backend: str = "fastgeodis",
     scale: float = 1.0,
+    cache: RefinementCache | None = None,
 ) -> torch.Tensor:
     """Refine ``label`` with the user's clicks on the input grid: image + current label + clicks -> new label.
 
@@ -85,6 +88,12 @@ def refine_clicks(
         margin, spacing, lamb, geodesic_backend, scale: as in :func:`~common.apps.deepigeos.refine` (the bundle's
             ``refine_margin``, ``geodesic_lambda``, ``geodesic_backend``, ``geodesic_scale``); ``spacing`` None: the
             image's ``pixdim``.
+        cache: one per user and image, passed to every call with the same ``image`` object: keeps the preprocessed
+            image and the geodesic maps of the clicks so far, so that a step computes the maps of its new clicks
+            only (see :class:`~common.apps.deepigeos.RefinementCache`; the maps then differ from those computed at
+            once within the geodesic stopping rule's error). It pays when ``label`` stays the same (the automatic
+            one) and the clicks accumulate: the refinement box, and with it the maps, change with the label.
+            ``None``: everything computed afresh.
 
     Returns: ``(*S)`` uint8 label (0 / 1) on the input grid, on the CPU.
 
@@ -106,7 +115,10 @@ def refine_clicks(
         lab = lab.long()
     fg = voxel_indices(foreground, "foreground", spatial)
     bg = voxel_indices(background, "background", spatial)
-    box = brain_box(img.cpu(), brain_margin)
+    preprocess = partial(_preprocess, img, brain_margin, rnet_background)
+    box, crop = (
+        preprocess() if cache is None else cache.preprocessed(image, (brain_margin, rnet_background), preprocess)
+    )
     offset = np.array([s.start for s in box])
     size = np.array([s.stop - s.start for s in box])
     clicks = np.concatenate([fg, bg])
@@ -116,7 +128,6 @@ def refine_clicks(
             f"foreground, background: expected clicks inside the brain crop {[(s.start, s.stop) for s in box]}, "
             f"found {outside[:3].tolist()}"
         )
-    crop = ZScoreForeground(background=rnet_background)(img[(slice(None), *box)])
     sub = lab[box].long()
     seeds = torch.from_numpy(clicks_to_seeds(fg - offset, bg - offset, tuple(int(n) for n in size)))
     out = refine(
@@ -131,7 +142,18 @@ def refine_clicks(
         geodesic_backend=geodesic_backend,
         lamb=lamb,
         scale=scale,
+        cache=cache,
     )
     result = lab.to(torch.uint8, copy=True)  # the caller's label is left as it is
-    result[box] = out.probabilities.argmax(0).cpu().to(torch.uint8)
+    # outside the refinement box the probabilities are the one-hot of the label: its argmax is the label already
+    result[box][out.box] = out.probabilities[(slice(None), *out.box)].argmax(0).cpu().to(torch.uint8)
     return result
+
+
+def _preprocess(
+    image: torch.Tensor, brain_margin: int, rnet_background: float
+) -> tuple[tuple[slice, ...], torch.Tensor]:
+    """The bundle's preprocessing for R-Net: ``image`` ``(1, *S)`` float32 -> (:func:`brain_box`, the crop
+    ``(1, *B)`` normalised by :class:`~common.transforms.ZScoreForeground`)."""
+    box = brain_box(image.cpu(), brain_margin)
+    return box, ZScoreForeground(background=rnet_background)(image[(slice(None), *box)])

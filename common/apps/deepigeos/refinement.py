@@ -14,6 +14,7 @@ from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils.type_conversion import convert_to_tensor
 from torch import nn
 
+from common.apps.deepigeos.cache import RefinementCache
 from common.networks.blocks import CRFNet
 from common.transforms import geodesic_map
 
@@ -77,6 +78,7 @@ def refine(
     geodesic_backend: str = "fastgeodis",
     lamb: float = 1.0,
     scale: float = 1.0,
+    cache: RefinementCache | None = None,
 ) -> Refinement:
     """Refine ``label`` with the user's clicks, as DeepIGeoS' second stage, on the region of interest only.
 
@@ -109,6 +111,9 @@ def refine(
         scale: the maps are ``1 - exp(-d / scale)`` (:func:`common.transforms.geodesic_map`): 1 for geodesic maps; the
             Euclidean ablation uses a larger one (``d`` in mm) so that its maps spread over the box as geodesic ones
             do, the value its R-Net was trained with.
+        cache: keeps the geodesic maps between the steps of one user on one image (the same ``image`` object each
+            step): only the maps of new clicks are computed while the box stays (:class:`RefinementCache`, which
+            states how close they are to the maps computed at once). ``None``: both maps computed afresh.
 
     Returns: :class:`Refinement` with ``(num_classes, *S)`` float32 probabilities on the device of ``image``.
 
@@ -116,6 +121,7 @@ def refine(
     ``[0, num_classes)``, seeds other than 0/1 or marking a voxel both background and foreground, a ``crf`` with
     ``num_classes != 2`` or of another class count, and a ``network`` whose output is not ``num_classes`` channels.
     """
+    source = image  # what the cache recognises
     image = convert_to_tensor(image, dtype=torch.float32, track_meta=False)
     device = image.device
     t0 = _clock(device)  # the checks below count as "crop"
@@ -141,7 +147,10 @@ def refine(
         lab = label[box].to(torch.float32)[None]
         t1 = _clock(device)
         seconds["crop"] = t1 - t0
-        maps = geodesic_map(img, sd, spacing=spacing, lamb=lamb, backend=geodesic_backend, scale=scale)
+        if cache is None:
+            maps = geodesic_map(img, sd, spacing=spacing, lamb=lamb, backend=geodesic_backend, scale=scale)
+        else:
+            maps = cache.geodesic_maps(source, seeds, box, spacing, lamb, geodesic_backend, scale)
         t2 = _clock(device)
         seconds["geodesic"] = t2 - t1
         logits = network(torch.cat([img, lab, maps])[None])
