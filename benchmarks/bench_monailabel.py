@@ -126,7 +126,7 @@ def main(
         tmp = Path(tmp)
         bundles = _untrained_bundles(tmp / "bundles")
         studies, images, tumour = _studies(tmp, brats_shape)
-        conf = {"bundles_dir": str(bundles), "device": device}
+        conf = {"bundles_dir": str(bundles), "bundles": ",".join(WEIGHTS), "device": device}
         log = tmp / "server.log"
         url, proc = start_server(studies, conf, log, threads=threads or torch.get_num_threads())
         try:
