@@ -41,8 +41,12 @@ class RefinementCache:
     at most 0.0063 apart on the ``[0, 1]`` scale (mean 2e-5), the combined maps the closer to the exact ones (at most
     0.0044 off, against 0.0063 for the maps computed at once).
 
+    CRF-Net(fu)'s pair weights (:meth:`crf_weights`) depend on the image's box only, not on the clicks: they are
+    kept for one CRF object, image object and box.
+
     One caller at a time (no locking). The image must not be changed in place while the cache is in use (it is
-    recognised by object identity). Memory: the preprocessed image and two float32 maps of the box (:attr:`nbytes`).
+    recognised by object identity). Memory: the preprocessed image, two float32 maps of the box and the CRF's pair weights (one map of the box per
+    window offset) (:attr:`nbytes`).
     """
 
     def __init__(self) -> None:
@@ -53,14 +57,33 @@ class RefinementCache:
         self._maps_key: Hashable = None
         self._clicks: list[frozenset[tuple[int, ...]]] = []
         self._maps: torch.Tensor | None = None
+        self._crf: object | None = None
+        self._image_of_crf: object | None = None
+        self._crf_key: Hashable = None
+        self._crf_weights: list[torch.Tensor] | None = None
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the tensors made and kept here (the preprocessed crop and the maps; not the image itself)."""
+        """Bytes of the tensors made and kept here (the preprocessed crop, the maps and the CRF's pair weights; not
+        the image itself)."""
         tensors = [
             t for t in (None if self._preprocessed is None else self._preprocessed[1], self._maps) if t is not None
         ]
+        tensors += self._crf_weights or []
         return sum(t.element_size() * t.nelement() for t in tensors)
+
+    def crf_weights(
+        self, crf: object, image: object, box: Sequence[slice], compute: Callable[[], list[torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """``compute()`` (the pair weights of ``crf``, :meth:`~common.networks.blocks.CRFNet.pair_weights`, on the
+        image's box: they depend on the image and the CRF only, not on the clicks or the logits), called once for
+        this ``crf`` object (its weights reloaded: another object), ``image`` object and ``box``, and returned again
+        while all three stay the same."""
+        key = tuple((s.start, s.stop) for s in box)
+        if self._crf_weights is None or self._crf is not crf or self._image_of_crf is not image or self._crf_key != key:
+            self._crf_weights = compute()
+            self._crf, self._image_of_crf, self._crf_key = crf, image, key
+        return self._crf_weights
 
     def preprocessed(self, image: object, settings: Hashable, preprocess: Callable[[], Preprocessed]) -> Preprocessed:
         """``preprocess()`` (the preprocessing of ``image``: the brain crop's slices and the normalised crop),

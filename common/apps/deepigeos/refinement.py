@@ -161,7 +161,16 @@ def refine(
             )
         t3 = _clock(device)
         seconds["network"] = t3 - t2
-        probs = torch.softmax(logits, 1) if crf is None else crf(logits, img[None], sd[None].to(logits.dtype))
+        if crf is None:
+            probs = torch.softmax(logits, 1)
+        else:
+            features = img[None].to(logits.dtype)
+            clamp = sd[None].to(logits.dtype)
+            if cache is None:
+                probs = crf(logits, features, clamp)
+            else:  # the pair weights depend on the image's box only: kept while it stays
+                weights = cache.crf_weights(crf, source, box, lambda: crf.pair_weights(features))
+                probs = crf(logits, features, clamp, weights)
         t4 = _clock(device)
         seconds["crf"] = t4 - t3
         out = one_hot(label[None], num_classes, dtype=torch.float32, dim=0)

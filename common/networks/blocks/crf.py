@@ -110,8 +110,10 @@ class CRFNet(nn.Module):
             freed blocks of the chunked Pairwise-Net resident (96^3, window 5: 6.2 GiB peak instead of 1.0 GiB).
 
     Forward: ``logits`` ``(B, C, *S)``, ``features`` ``(B, F, *S)``, optional ``seeds`` ``(B, C, *S)`` one-hot
-    of the user label (all zero where unlabelled) -> probabilities ``Q`` ``(B, C, *S)`` (sum 1 over ``C``),
-    dtype and device of ``logits``. Differentiable in ``logits``, ``features`` and all parameters.
+    of the user label (all zero where unlabelled), optional ``weights``: :meth:`pair_weights` of these features
+    computed before (an interactive caller that refines the same region again keeps them; None: computed here) ->
+    probabilities ``Q`` ``(B, C, *S)`` (sum 1 over ``C``), dtype and device of ``logits``. Differentiable in
+    ``logits``, ``features`` and all parameters.
     """
 
     def __init__(
@@ -182,7 +184,11 @@ class CRFNet(nn.Module):
         return half + mirrored
 
     def forward(
-        self, logits: torch.Tensor, features: torch.Tensor, seeds: Optional[torch.Tensor] = None
+        self,
+        logits: torch.Tensor,
+        features: torch.Tensor,
+        seeds: Optional[torch.Tensor] = None,
+        weights: Optional[List[torch.Tensor]] = None,
     ) -> torch.Tensor:
         if logits.ndim != self.spatial_dims + 2 or features.shape[2:] != logits.shape[2:]:
             raise ValueError(
@@ -200,13 +206,13 @@ class CRFNet(nn.Module):
             q = torch.where(clamped, target, q)
         if self.iterations == 0:
             return q
-        weights = self.pair_weights(features.to(logits.dtype))
+        pair = self.pair_weights(features.to(logits.dtype)) if weights is None else weights
         offsets = self.half_offsets + [[-o for o in offset] for offset in self.half_offsets]
         sizes = list(logits.shape[2:])
         for _ in range(self.iterations):
             q_padded = _pad_spatial(q, self.radius, 2)
             message = torch.zeros_like(q)
-            for w, offset in zip(weights, offsets):
+            for w, offset in zip(pair, offsets):
                 message = torch.addcmul(message, w, _window(q_padded, offset, self.radius, sizes, 2))
             pairwise = (message.movedim(1, -1) @ self.compatibility.t()).movedim(-1, 1)
             q = torch.softmax(logits - pairwise, 1)

@@ -184,3 +184,26 @@ def test_preprocessed_once_per_image_object_and_settings_and_the_bytes_kept() ->
     seeds[1, 2, 2] = 1
     cache.geodesic_maps(image, seeds, (slice(0, 4), slice(1, 4)))
     assert cache.nbytes == 8 * 4 + 2 * 12 * 4  # and two float32 maps of the 4x3 box
+
+
+def test_crf_pair_weights_are_computed_once_per_box_and_give_the_same_labels() -> None:
+    """The same five clicks: with a cache CRF-Net(fu)'s pair weights are computed for the first box and again when
+    click 4 widens it (2 runs instead of 5), and the labels equal those computed without a cache; the weights count
+    in the kept bytes."""
+    torch.manual_seed(0)
+    net, crf = rnet(3, **SMALL).eval(), CRFNet(3, 2, 1, window=3, iterations=2).eval()
+    image, label, sequence = flair_case()
+    runs = []
+    pair_weights = crf.pair_weights
+    crf.pair_weights = lambda features: runs.append(1) or pair_weights(features)  # type: ignore[method-assign]
+    cache = RefinementCache()
+    for k in range(1, len(sequence) + 1):
+        fg = [p for c, p in sequence[:k] if c == 1]
+        bg = [p for c, p in sequence[:k] if c == 0]
+        with_cache = refine_clicks(image, label, fg, bg, net, crf, brain_margin=2, margin=4, cache=cache)
+        cached_runs = len(runs)
+        assert torch.equal(with_cache, refine_clicks(image, label, fg, bg, net, crf, brain_margin=2, margin=4))
+        runs = runs[:cached_runs]  # count the cached calls only
+    assert len(runs) == 2
+    maps_and_crop = cache.nbytes - sum(w.element_size() * w.nelement() for w in cache._crf_weights)
+    assert cache._crf_weights is not None and len(cache._crf_weights) == 26 and maps_and_crop > 0
