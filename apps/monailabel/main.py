@@ -217,6 +217,10 @@ class BundlesApp(MONAILabelApp):
             raise HTTPException(400, str(e)) from e
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
-        """MONAI Label's train after :meth:`check_train`."""
-        self.check_train(request.get("model"), request)
-        return super().train(request)
+        """MONAI Label's train with 4xx answers for an unknown model (404) or bad params / no labels (400: the train
+        task checks them itself, :meth:`lib.train.BundleTrain.check`, so they are not checked twice here)."""
+        self._refuse(request, self._trainers, "train")
+        try:
+            return super().train(request)
+        except BadRequest as e:
+            raise HTTPException(400, str(e)) from e

@@ -27,16 +27,17 @@ from .state import Click, LRUCache, RefinementState, disjoint, parse_clicks, ten
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REFINE_FROM", "BundleSegmentation", "DeepIGeoSRefinement", "write_label"]
+__all__ = ["REFINE_FROM", "BundleSegmentation", "DeepIGeoSRefinement", "write_on_grid"]
 
 REFINE_FROM = ("initial", "previous")
 """What a refinement refines: the start label with every click so far, or the latest label with the new clicks."""
 
 
-def write_label(label: np.ndarray | torch.Tensor, image_path: str) -> str:
-    """Write ``label`` ``(*S)`` as a uint8 NIfTI with the affine of the image at ``image_path`` (the same grid).
-    Returns the path of a new temporary file (MONAI Label sends it and deletes it)."""
-    arr = np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label).astype(np.uint8)
+def write_on_grid(array: np.ndarray | torch.Tensor, image_path: str, dtype: type = np.uint8) -> str:
+    """Write ``array`` ``(*S)`` (a label) or ``(*S, M)`` (an image of ``M`` channels) as a NIfTI of ``dtype`` with the
+    affine of the image at ``image_path`` (the same grid). Returns the path of a new temporary file (MONAI Label sends
+    it and deletes it)."""
+    arr = np.asarray(array.cpu() if isinstance(array, torch.Tensor) else array).astype(dtype)
     fd, path = tempfile.mkstemp(suffix=".nii.gz")
     os.close(fd)
     nib.save(nib.Nifti1Image(arr, nib.load(image_path).affine), path)
@@ -111,14 +112,14 @@ class BundleSegmentation(BasicInferTask):
     def _get_network(self, device: str, data: Mapping[str, Any] | None) -> torch.nn.Module:
         return self._net.get()
 
+    def weights_info(self) -> dict[str, Any]:
+        """The result JSON's ``weights`` (the file) and ``weights_mtime_ns`` (its modification time when loaded), which
+        change when a train task has replaced the weights."""
+        return {"weights": str(self.model.weights()), "weights_mtime_ns": self._net.mtime}
+
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
-        """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON names the weights file and its
-        modification time (ns), which change when a train task has replaced the weights."""
-        path = self.model.weights()
-        return write_label(data["pred"][0], data["source_path"]), {  # bundles._source_path
-            "weights": str(path),
-            "weights_mtime_ns": self._net.mtime,
-        }
+        """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON: :meth:`weights_info`."""
+        return write_on_grid(data["pred"][0], data["source_path"]), self.weights_info()  # bundles._source_path
 
     def segment(self, image_path: str, device: str) -> torch.Tensor:
         """The automatic label of the image at ``image_path``: ``(*S)`` uint8 on its grid."""
@@ -255,7 +256,7 @@ class DeepIGeoSRefinement(BasicInferTask):
             elif mode == "previous" and (new_fg or new_bg):
                 state.label = self._run(image, state.label, new_fg, new_bg, state.geodesic)
             self.cache.put(key, state, state.nbytes)
-        return write_label(state.label, path), {
+        return write_on_grid(state.label, path), {
             "weights": self._refine.path(),
             "weights_mtime_ns": self._refine.mtime,
             "start": state.origin,

@@ -7,18 +7,15 @@ preprocessing (the k-space undersampling of the request's ``pattern`` / ``accele
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from .bundles import BundleModel
-from .infer import BundleSegmentation
+from .infer import BundleSegmentation, write_on_grid
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ class SliceClassification(BundleSegmentation):
         result: dict[str, Any] = {"class_names": self.class_names}
         result.update({f"p_{c}": prob[i].tolist() for i, c in enumerate(self.class_names)})
         result["prediction"] = [self.class_names[int(k)] for k in prob.argmax(0)]
-        return None, {**result, "weights": str(self.model.weights()), "weights_mtime_ns": self._net.mtime}
+        return None, {**result, **self.weights_info()}
 
 
 class Reconstruction(BundleSegmentation):
@@ -75,15 +72,8 @@ class Reconstruction(BundleSegmentation):
         volume = torch.as_tensor(data["pred"]).detach().float().cpu().numpy()
         if volume.ndim != 4 or volume.shape[0] != len(self.modalities):
             raise ValueError(f"pred: expected ({len(self.modalities)}, H, W, D), found {volume.shape}")
-        fd, path = tempfile.mkstemp(suffix=".nii.gz")  # MONAI Label sends it and deletes it
-        os.close(fd)
-        affine = nib.load(data["source_path"]).affine  # bundles._source_path
-        nib.save(nib.Nifti1Image(np.moveaxis(volume, 0, -1).astype(np.float32), affine), path)
-        return path, {
-            "modalities": self.modalities,
-            "weights": str(self.model.weights()),
-            "weights_mtime_ns": self._net.mtime,
-        }
+        path = write_on_grid(np.moveaxis(volume, 0, -1), data["source_path"], np.float32)  # bundles._source_path
+        return path, {"modalities": self.modalities, **self.weights_info()}
 
 
 TASKS: Mapping[str, type[BundleSegmentation]] = {
