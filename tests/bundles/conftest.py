@@ -186,6 +186,38 @@ def run_bundle(
     return r
 
 
+def torchrun_bundle(
+    bundle_root: Path,
+    config_files: Sequence[str | Path],
+    tmp: Path,
+    *args: str,
+    run_id: str = "run",
+    nproc: int = 2,
+    timeout: int = 900,
+) -> dict[int, str]:
+    """``torchrun --standalone --nproc_per_node <nproc> -m monai.bundle run <run_id> --config_file [...]`` as a model card
+    types it (2 gloo processes on CPU), one OpenMP thread per process; it must exit with 0 (every rank finished).
+
+    Returns:
+        each rank's output (``--redirects 3``: stdout and stderr of a rank in its own file under ``tmp/torchrun_logs``).
+    """
+    logs = tmp / "torchrun_logs"
+    meta = ["--meta_file", str(bundle_root / "configs" / "metadata.json")]
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)),
+        *("--log-dir", str(logs), "--redirects", "3"),
+        *bundle_command(bundle_root, config_files, *meta, *args, run_id=run_id)[1:],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp, env=env)
+    rank_logs = {
+        rank: "".join(f.read_text() for f in sorted(logs.glob(f"*/attempt_0/{rank}/*.log"))) for rank in range(nproc)
+    }
+    tails = "\n".join(f"rank {rank}:\n{text[-3000:]}" for rank, text in rank_logs.items())
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}\n{tails}"
+    return rank_logs
+
+
 def check_mlflow_run(db: Path, epochs: int, key: str | None = None) -> None:
     """The one training run recorded in the MLflow store ``db`` (sqlite): ``max_epochs`` among its parameters, the
     training loss and the key validation metric (``key``; None: the first ``val_*`` metric) per epoch, the executed
