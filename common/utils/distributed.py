@@ -9,13 +9,14 @@ NCCL on CUDA, gloo on CPU (:func:`init_distributed`). Results are gathered as Py
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = [
     "init_distributed",
@@ -24,6 +25,7 @@ __all__ = [
     "is_main_process",
     "shard",
     "gather",
+    "map_in_order",
     "all_reduce_sum",
     "barrier",
 ]
@@ -81,6 +83,14 @@ def gather(local: Sequence[Any]) -> list[Any]:
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, list(local))
     return [item for part in parts for item in part]
+
+
+def map_in_order(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]`` on every rank, each item computed on one rank only (its :func:`shard` of the
+    positions; ``items`` is indexed, so a MONAI ``Dataset`` loads only this rank's items) and the results gathered
+    back into the order of ``items``. ``fn`` must not depend on the rank it runs on (seed by item, not by process)."""
+    local = [(i, fn(items[i])) for i in shard(range(len(items)))]
+    return [out for _, out in sorted(gather(local), key=lambda pair: pair[0])]
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from monai.transforms import LoadImage
 from common.data import fold_of
 from common.synthetic.brats import TRAINING_FOLDERS, VALIDATION_FOLDERS, write_synthetic_brats
 from tests.bundles.conftest import DEEPIGEOS_STAGES as STAGES
-from tests.bundles.conftest import REPO, SPECS, bundle_command, fresh_copy, run_bundle
+from tests.bundles.conftest import REPO, SPECS, bundle_command, fresh_copy, run_bundle, torchrun_bundle
 from tests.support.damage import truncate
 
 BUNDLE = "deepigeos_brats"
@@ -317,3 +318,33 @@ def test_damaged_copy_is_refused_cleanly_naming_the_file(brats21_copy, tmp_path,
     assert f"{path}: {expected}" in r.stderr, r.stderr[-3000:]
     assert "found" in r.stderr.split(f"{path}: {expected}")[1].splitlines()[0]
     assert not (root / "models").exists()
+
+
+def _without_seconds(path) -> list[dict]:
+    """A report CSV's rows without the timing columns (the seconds per step differ between any two runs)."""
+    return [{k: v for k, v in row.items() if not k.startswith("seconds")} for row in csv.DictReader(open(path))]
+
+
+def test_evaluation_under_torchrun_deals_the_cases_and_writes_what_one_process_writes(staged, tmp_path, monkeypatch):
+    """multi_gpu_evaluate.json merged on evaluate.json, 2 gloo processes: each rank evaluates one of the 2 test cases
+    (and one of the 2 validation cases the ball radius is chosen on); rank 0 writes the tables, per-case rows, paired
+    differences and figure one process writes from the same weights and data."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per process in both runs (torchrun_bundle's setting)
+    args = ("--dataset_dir", str(staged.data), "--rounds", "3")
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_bundle(staged.root, ["train.json", "evaluate.json"], tmp_path, *args, "--output_dir", str(one))
+    configs = [staged.root / "configs" / c for c in ("train.json", "evaluate.json", "multi_gpu_evaluate.json")]
+    logs = torchrun_bundle(staged.root, [*configs, tmp_path / "tiny.json"], tmp_path, *args, "--output_dir", str(two))
+
+    cases = _without_seconds(one / "interactive_evaluation_cases.csv")
+    assert _without_seconds(two / "interactive_evaluation_cases.csv") == cases
+    assert _without_seconds(two / "interactive_evaluation.csv") == _without_seconds(one / "interactive_evaluation.csv")
+    for name in ("interactive_evaluation_differences.csv", "dice_vs_clicks.png"):
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    seconds = re.compile(r"\| [0-9.]+ \|$", re.MULTILINE)  # the last column of the table: seconds per step
+    md = [seconds.sub("| s |", (out / "interactive_evaluation.md").read_text()) for out in (one, two)]
+    assert md[0] == md[1] and "(chosen from 1, 2, 3, 5, 7 by the mean Dice after round 3" in md[0]
+    # the cases were dealt: each rank evaluated (and logged) one test case; only rank 0 wrote the reports
+    evaluated = [{c["case"] for c in cases if f"{c['case']}: P-Net Dice" in logs[rank]} for rank in (0, 1)]
+    assert sorted(len(e) for e in evaluated) == [1, 1] and evaluated[0] != evaluated[1], logs[1][-3000:]
+    assert "interactive evaluation done" in logs[0] and "interactive evaluation done" not in logs[1]

@@ -1,12 +1,13 @@
 """Interactive evaluation of DeepIGeoS on held-out cases: the automatic segmentations, then rounds of simulated clicks
 refined by R-Net, R-Net + CRF-Net(fu), R-Net on Euclidean maps (the ablation) and, as a baseline without a network,
-balls painted at the clicks, scored after every round."""
+balls painted at the clicks, scored after every round. Under ``torchrun`` the cases are dealt over the ranks and rank 0
+writes the reports, the same as one process writes."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from monai.utils.type_conversion import convert_to_tensor
 from torch import nn
 
 from common.apps.deepigeos.refinement import refine
-from common.apps.deepigeos.report import Pair, plot_dice_vs_clicks, write_reports
+from common.apps.deepigeos.report import Pair, plot_dice_vs_clicks, summarise_rounds, write_reports
 from common.apps.deepigeos.rounds import REFINE_FROM, Round, Step, ball_step, simulate_rounds
 from common.apps.deepigeos.samples import image_spacing, segment
 from common.metrics.surface import surface_distances
 from common.networks.blocks import CRFNet
 from common.transforms.clicks import SLICE_CHOICES
+from common.utils.distributed import is_main_process, map_in_order
 from common.utils.stats import N_RESAMPLES
 
 __all__ = ["AUTOMATIC", "INTERACTIVE", "InteractiveEvaluation"]
@@ -58,6 +60,15 @@ def _dice(pred: torch.Tensor, label: torch.Tensor) -> float:
     return float(compute_dice(p, g, ignore_empty=False))
 
 
+def _check_cases(name: str, data: object) -> None:
+    """Refuse ``data`` that cannot be dealt over ranks by index (a generator, say)."""
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(
+            f"{name}: expected a sequence of cases (with a length and indexable, e.g. a MONAI Dataset), found "
+            f"{type(data).__name__}"
+        )
+
+
 class InteractiveEvaluation:
     """Dice and ASSD (mm) of the automatic segmentation and of each refinement method after every round of simulated
     clicks, on held-out cases.
@@ -84,6 +95,11 @@ class InteractiveEvaluation:
     on ``validation_data`` (ties: the smaller), chosen when :meth:`run` starts and stated in the report
     (``ball_radius``; one radius without ``validation_data`` is used as given).
 
+    Under ``torchrun`` (the process group joined, e.g. by :func:`common.utils.distributed.init_distributed`) the test
+    cases, and the validation cases of the radius choice, are dealt over the ranks (each rank loads and evaluates its
+    share; the clicks are seeded by case, so a case gives the same rows on any rank), the rows are gathered in the
+    order of ``data`` and rank 0 writes every report: the same files as one process writes (but for the seconds).
+
     Writes to ``output_dir`` (:func:`~common.apps.deepigeos.report.write_reports`): ``interactive_evaluation.csv``
     (mean, sample sd and the bootstrap interval of the mean over cases per method and round: clicks in the round,
     clicks so far, Dice, ASSD, seconds per refinement step), ``interactive_evaluation_cases.csv`` (one row per case,
@@ -92,9 +108,9 @@ class InteractiveEvaluation:
     findings) and ``dice_vs_clicks.png``.
 
     Args:
-        data: preprocessed cases (e.g. a MONAI ``Dataset``): dicts with ``image`` ``(1, *S)`` normalised (a
-            MetaTensor gives the voxel size in mm), ``label`` ``(1, *S)`` 0/1, ``case`` (id), and ``refine_key``
-            when R-Net sees the image normalised otherwise.
+        data: preprocessed cases, indexable with a length (e.g. a MONAI ``Dataset``, whose items are loaded one at
+            a time): dicts with ``image`` ``(1, *S)`` normalised (a MetaTensor gives the voxel size in mm), ``label``
+            ``(1, *S)`` 0/1, ``case`` (id), and ``refine_key`` when R-Net sees the image normalised otherwise.
         pnet, pnet_crf: the automatic networks, ``(1, 1, *S) -> (1, 2, *S)`` logits / log-probabilities.
         rnet: R-Net, ``(1, 4, *R) -> (1, 2, *R)`` logits.
         rnet_crf: the jointly trained R-Net + CRF-Net(fu) (:class:`~common.networks.nets.CRFSegmenter`: its
@@ -123,7 +139,7 @@ class InteractiveEvaluation:
 
     def __init__(
         self,
-        data: Iterable[Mapping],
+        data: Sequence[Mapping],
         pnet: nn.Module,
         pnet_crf: nn.Module,
         rnet: nn.Module,
@@ -132,7 +148,7 @@ class InteractiveEvaluation:
         rnet_euclidean: nn.Module | None = None,
         euclidean_scale: float = 1.0,
         ball_radii: Sequence[float] | None = None,
-        validation_data: Iterable[Mapping] | None = None,
+        validation_data: Sequence[Mapping] | None = None,
         rounds: int = 5,
         start: str = "pnet_crf",
         refine_from: str = "initial",
@@ -165,6 +181,9 @@ class InteractiveEvaluation:
             raise ValueError(
                 f"validation_data: expected the cases the ball radius is chosen on among {list(ball_radii)}, found None"
             )
+        _check_cases("data", data)
+        if validation_data is not None:
+            _check_cases("validation_data", validation_data)
         if not (hasattr(rnet_crf, "backbone") and isinstance(getattr(rnet_crf, "crf", None), CRFNet)):
             raise ValueError(
                 f"rnet_crf: expected R-Net + CRF-Net(fu) as one module with .backbone and .crf (CRFSegmenter), found "
@@ -265,6 +284,10 @@ class InteractiveEvaluation:
                     | self._scores(step.label, label, spacing)
                     | {"seconds": step.seconds}
                 )
+        last = {r["method"]: r for r in rows}
+        logger.info(
+            "%s: %s", case, ", ".join(f"{m} Dice {r['dice']:.4f} ({r['clicks_total']} clicks)" for m, r in last.items())
+        )
         return rows
 
     def methods(self) -> list[str]:
@@ -358,45 +381,43 @@ class InteractiveEvaluation:
 
         return step
 
+    def _ball_dice(self, item: Mapping) -> dict[float, float]:
+        """Radius -> Dice after the last round of the ball baseline on one validation case."""
+        case = str(item["case"])
+        image = convert_to_tensor(item["image"], dtype=torch.float32, track_meta=False).to(self.device)
+        label = convert_to_tensor(item["label"], track_meta=False)[0].cpu() != 0
+        start = segment(self.automatic[self.start], image, self.inferer, self.device, self.amp)
+        return {
+            r: _dice(self.simulate("balls", image, label, start, case, radius=r)[-1].label, label)
+            for r in sorted(self.ball_radii or ())
+        }
+
     def choose_ball_radius(self) -> float:
         """The radius of :attr:`ball_radii` with the highest mean Dice after the last round on ``validation_data``
         (ties: the smaller; the start label and clicks as on the test cases); sets :attr:`ball_radius` and
-        :attr:`ball_choice` (radius -> mean Dice)."""
+        :attr:`ball_choice` (radius -> mean Dice). Under ``torchrun`` the cases are dealt over the ranks and every
+        rank gets the same radius."""
         if self.ball_radii is None or self.validation_data is None:
             raise ValueError("choose_ball_radius: expected ball_radii and validation_data, found None")
-        dice: dict[float, list[float]] = {r: [] for r in sorted(self.ball_radii)}
-        for item in self.validation_data:
-            case = str(item["case"])
-            image = convert_to_tensor(item["image"], dtype=torch.float32, track_meta=False).to(self.device)
-            label = convert_to_tensor(item["label"], track_meta=False)[0].cpu() != 0
-            start = segment(self.automatic[self.start], image, self.inferer, self.device, self.amp)
-            for r in dice:
-                last = self.simulate("balls", image, label, start, case, radius=r)[-1]
-                dice[r].append(_dice(last.label, label))
-        if not any(dice.values()):
+        per_case = map_in_order(self._ball_dice, self.validation_data)
+        if not per_case:
             raise ValueError("validation_data: expected at least one case to choose the ball radius on, found none")
-        self.ball_choice = {r: float(np.mean(v)) for r, v in dice.items()}
+        self.ball_choice = {r: float(np.mean([d[r] for d in per_case])) for r in sorted(self.ball_radii)}
         self.ball_radius = max(self.ball_choice, key=lambda r: (self.ball_choice[r], -r))
         logger.info("ball radius %g chosen on the validation cases (mean Dice %s)", self.ball_radius, self.ball_choice)
         return self.ball_radius
 
     def run(self) -> list[dict]:
-        """Evaluate every case and write the reports; returns the summary rows (as in the CSV)."""
+        """Evaluate every case (this rank's share under ``torchrun``) and write the reports (rank 0); returns the
+        summary rows (as in the CSV) on every rank."""
         t0 = time.perf_counter()
         if self.ball_radii is not None and self.validation_data is not None:
             self.choose_ball_radius()
-        rows = []
-        for item in self.data:
-            case_rows = self._case(item)
-            rows += case_rows
-            last = {r["method"]: r for r in case_rows}
-            logger.info(
-                "%s: %s",
-                case_rows[0]["case"],
-                ", ".join(f"{m} Dice {r['dice']:.4f} ({r['clicks_total']} clicks)" for m, r in last.items()),
-            )
+        rows = [row for case_rows in map_in_order(self._case, self.data) for row in case_rows]
         if not rows:
             raise ValueError("data: expected at least one test case, found none")
+        if not is_main_process():
+            return summarise_rounds(rows, self.n_resamples, self.bootstrap_seed)
         methods = [AUTOMATIC[k] for k in AUTOMATIC] + [INTERACTIVE[k] for k in self.methods()]
         summary = write_reports(
             self.output_dir, rows, methods, self.pairs(), self.settings(), self.n_resamples, self.bootstrap_seed

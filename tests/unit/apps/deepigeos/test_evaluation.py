@@ -234,3 +234,10 @@ def test_slice_choice_reaches_the_clicks(tmp_path) -> None:
     np.testing.assert_array_equal(first.foreground, fg)
     np.testing.assert_array_equal(first.background, bg)
     assert ev.settings()["slice_choice"] == "per_error_type"
+
+
+def test_cases_must_be_indexable_to_be_dealt_over_ranks(tmp_path) -> None:
+    with pytest.raises(TypeError, match="data: expected a sequence of cases .* found generator"):
+        InteractiveEvaluation((c for c in cases()), output_dir=tmp_path, **networks())
+    with pytest.raises(TypeError, match="validation_data: expected a sequence of cases .* found generator"):
+        evaluation(tmp_path, ball_radii=[1, 2], validation_data=(c for c in cases()))
