@@ -11,11 +11,13 @@ Conf keys:
     ``refine_from``: what a DeepIGeoS refinement refines by default: ``initial`` (the start label with every click
         so far, the bundle's evaluation) or ``previous`` (the latest label with the new clicks); default ``initial``.
     ``refine_cache_entries``, ``refine_cache_bytes``: the bounds of the refinement cache (each user's label and clicks
-        of each image, and the loaded images; least recently used evicted); default 8 entries, 2 GiB.
+        of each image, the loaded images, and the automatic labels of bundles with a refinement, which the refinement
+        starts from; least recently used evicted); default 8 entries, 2 GiB.
 
 Served images: datastore ids, the image of a live session (``session_id``) and files uploaded with the request;
-every other path is refused (404). In the server, ``POST /infer/{model}`` and ``POST /train/{model}`` run off the
-event loop (:mod:`lib.endpoints`).
+every other path is refused (404). In the server, ``POST /infer/{model}``, ``POST /train/{model}`` and ``POST
+/train/`` run off the event loop and train requests are checked before anything is queued; ``DELETE /train/`` marks
+the stopped run's stats (:mod:`lib.endpoints`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +118,10 @@ class BundlesApp(MONAILabelApp):
             weights = model.weights()
             if not weights.is_file():
                 logger.warning(
-                    "skipping bundle %s: no weights at %s (train it first: python -m monai.bundle run training "
-                    "--config_file %s/configs/train.json)",
-                    name,
-                    weights,
-                    model.root,
+                    "skipping bundle %s: no weights at %s (train it first: %s)", name, weights, model.train_commands()
                 )
                 continue
-            infers[name] = BundleSegmentation(model)
+            infers[name] = BundleSegmentation(model, self.refine_cache if model.entry.refine else None)
             infers.update(task_infers(model))
             if model.entry.refine:
                 refine = DeepIGeoSRefinement(model, infers[name], self.refine_cache, self.refine_from)
@@ -215,6 +213,56 @@ class BundlesApp(MONAILabelApp):
             self._trainers[model].check(params, self.datastore())
         except BadRequest as e:
             raise HTTPException(400, str(e)) from e
+
+    def check_train_all(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """Check ``POST /train/`` (every train model; MONAI Label gives each model ``{**params[<model>], **params}``)
+        before anything is queued -> ``{model: why it cannot run}`` for the models without a labelled image of their
+        bundle (not queued). HTTPException 400 naming the field for a ``model`` key, a model's params that are not a
+        JSON object, bad ``max_epochs`` / ``stage`` (at the top or under the model), or when no model can run."""
+        if "model" in params:
+            raise HTTPException(
+                400,
+                f"params.model: expected none in POST /train/, which trains every model (POST /train/<model> trains "
+                f"one), found {params['model']!r:.100}",
+            )
+        skipped = {}
+        for model, trainer in self._trainers.items():
+            own = params.get(model) or {}
+            if not isinstance(own, dict):
+                raise HTTPException(
+                    400, f"params.{model}: expected a JSON object of its train params, found {own!r:.200}"
+                )
+            names = {k: f"params.{k}" if k in params else f"params.{model}.{k}" for k in ("max_epochs", "stage")}
+            try:
+                trainer.check_params({**own, **params}, names)
+            except BadRequest as e:
+                raise HTTPException(400, f"{model}: {e}") from e
+            try:
+                trainer.check({**own, **params}, self.datastore())
+            except BadRequest as e:
+                skipped[model] = str(e)
+        if len(skipped) == len(self._trainers):
+            found = "; ".join(f"{m}: {why}" for m, why in skipped.items()) or "no train model"
+            raise HTTPException(400, f"POST /train/: expected a train model with labelled images, found none ({found})")
+        return skipped
+
+    def train_stopped(self, task: Mapping[str, Any]) -> None:
+        """MONAI Label's ``DELETE /train/`` has killed ``task`` (its task record): the train stats of its model say
+        ``STOPPED`` (:meth:`lib.train.BundleTrain.stopped`)."""
+        trainer = self._trainers.get(task.get("request", {}).get("model"))
+        if trainer is not None:
+            trainer.stopped()
+
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's app info, with ``train_stats`` ordered so that the model being trained, else the one trained
+        last (the latest ``start_ts``), comes first: 3D Slicer's module shows the first model's stats only."""
+        meta = super().info()
+        stats = meta["train_stats"]
+        order = sorted(
+            stats, key=lambda m: (stats[m].get("status") == "RUNNING", stats[m].get("start_ts", 0)), reverse=True
+        )
+        meta["train_stats"] = {m: stats[m] for m in order}
+        return meta
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's train with 4xx answers for an unknown model (404) or bad params / no labels (400: the train

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 import threading
 import time
 import uuid
@@ -20,10 +22,11 @@ import numpy as np
 import pytest
 import requests
 import torch
+from monai.bundle import ConfigParser
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
-from apps.monailabel.lib.bundles import BadRequest
+from apps.monailabel.lib.bundles import BUNDLES, BadRequest, BundleModel
 from apps.monailabel.lib.server import monailabel_command, start_server, stop_server
 from apps.monailabel.lib.state import LRUCache, RefinementState, disjoint, parse_clicks
 
@@ -79,14 +82,53 @@ def test_refinement_state_merges_every_click_so_far_or_only_the_new_ones():
     start = torch.zeros(4, 4, 4, dtype=torch.uint8)
     slicer, other = RefinementState.starting(start, "automatic"), RefinementState.starting(start, "automatic")
     assert slicer.nbytes == 64 and slicer.label is start
-    # 3D Slicer sends every click so far; another client only the new ones: the same clicks, the same new ones
-    assert slicer.add([(1, 1, 1)], []) == other.add([(1, 1, 1)], []) == ([(1, 1, 1)], [])
-    assert slicer.add([(1, 1, 1)], [(2, 2, 2)]) == other.add([], [(2, 2, 2)]) == ([], [(2, 2, 2)])
+    # a client that sends every click so far and one that sends only the new ones: the same clicks, the same new ones
+    assert slicer.add([(1, 1, 1)], []) == other.add([(1, 1, 1)], []) == ([(1, 1, 1)], [], [], [])
+    assert slicer.add([(1, 1, 1)], [(2, 2, 2)]) == other.add([], [(2, 2, 2)]) == ([], [(2, 2, 2)], [], [])
     assert (slicer.foreground, slicer.background) == (other.foreground, other.background) == ([(1, 1, 1)], [(2, 2, 2)])
-    assert slicer.add([(2, 2, 2)], []) == ([(2, 2, 2)], [])  # a background click sent as foreground changes kind
+    # a background click sent as foreground changes kind
+    assert slicer.add([(2, 2, 2)], []) == ([(2, 2, 2)], [], [], [(2, 2, 2)])
     assert (slicer.foreground, slicer.background) == ([(1, 1, 1), (2, 2, 2)], [])
+
+
+def test_refinement_state_with_every_click_sent_drops_the_deleted_ones():
+    state = RefinementState.starting(torch.zeros(4, 4, 4, dtype=torch.uint8), "automatic")
+    state.add([(1, 1, 1), (3, 3, 3)], [(2, 2, 2)], every=True)
+    # 3D Slicer sends all its points: (3, 3, 3) and (2, 2, 2) were deleted, (0, 0, 0) is new
+    changes = state.add([(1, 1, 1)], [(0, 0, 0)], every=True)
+    assert changes == ([], [(0, 0, 0)], [(3, 3, 3)], [(2, 2, 2)])
+    assert (changes.dropped_foreground, changes.dropped_background) == ([(3, 3, 3)], [(2, 2, 2)])
+    assert (state.foreground, state.background) == ([(1, 1, 1)], [(0, 0, 0)])
+    assert state.add([], [], every=True) == ([], [], [(1, 1, 1)], [(0, 0, 0)])  # every point deleted
+    assert (state.foreground, state.background) == ([], [])
     with pytest.raises(BadRequest, match=r"found voxel \[3, 0, 1\] of the image in both the foreground and the"):
         disjoint([(1, 1, 1), (3, 0, 1)], [(3, 0, 1)])
+
+
+def test_a_bundle_without_weights_names_the_training_runs_that_write_them(tmp_path):
+    """The app's log line for a bundle it skips names the runs that write the served weights: for DeepIGeoS
+    ``pnet_crf.pt``, P-Net (``train.json``) and then P-Net + CRF-Net(f) (``train.json`` + ``train_pnet_crf.json``);
+    the last run's ``ckpt_path`` is the file the automatic task loads, for every bundle."""
+    for name, entry in BUNDLES.items():
+        root = tmp_path / name  # the configs alone: no weights file (the zoom bundle serves zoom-out when it exists)
+        shutil.copytree(REPO / "bundles" / name / "configs", root / "configs")
+        model = BundleModel(entry, root, [], torch.device("cpu"))
+        parser = ConfigParser()
+        parser.read_config([str(root / "configs" / c) for c in entry.weights_runs[-1]])
+        parser.read_meta(model.metadata)
+        parser.update({"bundle_root": str(root), **entry.overrides})
+        assert Path(parser.get_parsed_content("ckpt_path")) == model.weights(), name
+    (tmp_path / "tiny.json").write_text("{}")  # the app's extra configs (the served weights' settings) come last
+    model = BundleModel(
+        BUNDLES["deepigeos_brats"], tmp_path / "deepigeos_brats", [str(tmp_path / "tiny.json")], torch.device("cpu")
+    )
+    configs, tiny = tmp_path / "deepigeos_brats" / "configs", tmp_path / "tiny.json"
+    assert model.weights().name == "pnet_crf.pt"
+    run = "python -m monai.bundle run training --config_file"
+    assert model.train_commands() == (
+        f"{run} \"['{configs}/train.json', '{tiny}']\", then "
+        f"{run} \"['{configs}/train.json', '{configs}/train_pnet_crf.json', '{tiny}']\""
+    )
 
 
 def _array(path: str | Path) -> np.ndarray:
@@ -203,6 +245,49 @@ def test_clicks_so_far_previous_labels_and_uploaded_labels(served, brats, tmp_pa
     nib.save(nib.Nifti1Image(drawn, nib.load(brats["path"]).affine), tmp_path / "drawn.nii.gz")
     label, result = uploader.infer(REFINE, image, {}, label_in=str(tmp_path / "drawn.nii.gz"))
     assert result["start"] == "uploaded" and np.array_equal(_array(label), drawn)
+
+
+@pytest.mark.slow
+def test_the_first_click_starts_from_the_automatic_label_just_made(served, brats, tmp_path):
+    """The refinement's start label is the automatic task's label of the same image when the automatic weights are
+    the same: the first click runs no second segmentation (the automatic task's run counter), and its label is the
+    one a refinement that segments the image itself gives."""
+    c1 = brats["clicks"][0]
+    client = _client(served, tmp_path, "auto-then-click")
+    auto, result = client.infer("deepigeos_brats", brats["id"], {})
+    runs, weights = result["runs"], Path(result["weights"])
+    label, result = client.infer(REFINE, brats["id"], {"foreground": [c1], "reset_state": True})
+    assert (result["start"], result["automatic_label"], result["automatic_runs"]) == ("automatic", "shared", runs)
+    kept, result = client.infer(REFINE, brats["id"], {"foreground": [c1]})  # a kept state starts nothing
+    assert (result["state"], result["automatic_label"], result["automatic_runs"]) == ("kept", None, runs)
+    # the automatic weights reloaded (their file's modification time changed): the kept label is not reused
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    again, result = _client(served, tmp_path, "segments-itself").infer(REFINE, brats["id"], {"foreground": [c1]})
+    assert (result["automatic_label"], result["automatic_runs"]) == ("computed", runs + 1)
+    assert _hash(again) == _hash(label) == _hash(kept)
+    _, result = _client(served, tmp_path, "after-it").infer(REFINE, brats["id"], {"foreground": [c1]})
+    assert (result["automatic_label"], result["automatic_runs"]) == ("shared", runs + 1)
+    empty, _ = client.infer(REFINE, brats["id"], {"reset_state": True})
+    assert _hash(empty) == _hash(auto)
+
+
+@pytest.mark.slow
+def test_a_client_sending_every_click_deletes_points(served, brats, tmp_path):
+    """``all_clicks`` (in the model's config, which 3D Slicer sends with every request): the request holds every
+    click so far, so a point the user deleted is dropped; a request without it merges (the test above)."""
+    c1, c2, c3 = brats["clicks"]
+    image = brats["id"]
+    slicer = _client(served, tmp_path, "deletes")
+    assert slicer.info()["models"][REFINE]["config"]["all_clicks"] is True
+    slicer.infer(REFINE, image, {"foreground": [c1, c3], "background": [c2], "all_clicks": True, "reset_state": True})
+    label, result = slicer.infer(REFINE, image, {"foreground": [c1], "background": [], "all_clicks": True})
+    assert result["clicks"] == {"foreground": 1, "background": 0}
+    assert result["dropped_clicks"] == {"foreground": 1, "background": 1}
+    assert _hash(label) == _run(_client(served, tmp_path, "c1-only"), image, [{"foreground": [c1]}])[-1]
+    label, result = slicer.infer(REFINE, image, {"foreground": [], "background": [], "all_clicks": True})
+    assert result["clicks"] == {"foreground": 0, "background": 0} and result["dropped_clicks"]["foreground"] == 1
+    assert _hash(label) == _hash(slicer.infer("deepigeos_brats", image, {})[0])  # no click left: the start label
 
 
 def _malformed(rng: random.Random, image: str, shape: tuple[int, ...], voxel: list[int]) -> tuple[str, dict]:

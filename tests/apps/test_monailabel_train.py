@@ -78,6 +78,19 @@ def test_bad_train_params_are_refused_before_a_task_is_queued(served):
     for model, params, code, text in cases:
         r = train(served, model, params, run_sync=False)  # MONAI Label's client train_start: queued, not run
         assert r.status_code == code and text in r.text, (model, params, r.status_code, r.text[:500])
+    # POST /train/ (every model; MONAI Label gives each model {**params[<model>], **params}), checked the same way
+    every_model = [
+        ({"max_epochs": 0}, "unet_lgg: params.max_epochs: expected an integer >= 1, found 0"),
+        ({"unet_lgg": {"max_epochs": 2}, "max_epochs": "2"}, "unet_lgg: params.max_epochs: expected an integer"),
+        ({"unet_lgg": {"max_epochs": 2}, "deepigeos_brats": {"stage": "cnet"}}, "params.deepigeos_brats.stage"),
+        ({"igs_brats": {"max_epochs": -1}}, "igs_brats: params.igs_brats.max_epochs: expected an integer >= 1"),
+        ({"unet_lgg": 3}, "params.unet_lgg: expected a JSON object of its train params, found 3"),
+        ({"model": "unet_lgg"}, "params.model: expected none in POST /train/"),
+        ({}, "expected images with a final label in the datastore"),  # no model has a labelled image yet
+    ]
+    for params, text in every_model:
+        r = requests.post(f"{served.url}/train/", params={"run_sync": False}, json=params, timeout=60)
+        assert r.status_code == 400 and text in r.text, (params, r.status_code, r.text[:500])
     assert len(train_tasks(served)) == queued, "a refused request must not queue a train task"
     info = requests.get(f"{served.url}/info/", timeout=60).json()
     assert info["trainers"]["deepigeos_brats"]["config"] == {"max_epochs": 1, "stage": ["rnet", "pnet"]}
@@ -169,6 +182,34 @@ def test_a_failed_training_run_leaves_the_served_weights_as_they_were(served):
     put_label(served, image, np.asarray(lgg.dataobj)[..., 1] > 0.7, lgg.affine)  # for the tests after this one
 
 
+def test_a_stopped_training_run_says_stopped(served):
+    """``DELETE /train/`` (3D Slicer's stop button) kills the run's process: its stats say ``STOPPED``, its folder is
+    removed and the served weights stay as they were."""
+    weights = served.bundles / "unet_lgg" / "models" / "model.pt"
+    old = _sha(weights)
+    start = time.time()
+    r = train(served, "unet_lgg", {"max_epochs": 1000}, run_sync=False)
+    assert r.status_code == 200, r.text[:1000]
+    task_id = r.json()["id"]
+    deadline = time.monotonic() + 300
+    while (stats := train_stats(served, "unet_lgg")).get("status") != "RUNNING" or stats.get("start_ts", 0) < int(
+        start
+    ):
+        assert time.monotonic() < deadline, f"the run did not start: {stats}"
+        time.sleep(0.2)
+    r = requests.delete(f"{served.url}/train/", timeout=120)
+    assert r.status_code == 200 and (r.json()["id"], r.json()["status"]) == (task_id, "STOPPED"), r.text[:1000]
+    stats = train_stats(served, "unet_lgg")
+    assert stats["status"] == "STOPPED" and stats["start_ts"] <= stats["end_ts"] and stats["total_epochs"] == 1000
+    assert _sha(weights) == old and not list(weights.parent.glob(".train-*"))
+    assert next(t for t in train_tasks(served) if t["id"] == task_id)["status"] == "STOPPED"
+
+
+def first_train_stats(served) -> str:
+    """The model of the first ``train_stats`` of ``GET /info/``: the one 3D Slicer's module shows."""
+    return next(iter(requests.get(f"{served.url}/info/", timeout=60).json()["train_stats"]))
+
+
 def test_zoom_trains_on_the_t1w_images_only(served):
     atlas, brats = image_of(served, "resunet_zoom_atlas"), image_of(served, "deepigeos_brats")
     put_label(served, served.images["resunet_zoom_atlas"], bright_label(atlas, 97), atlas.affine)
@@ -182,6 +223,7 @@ def test_zoom_trains_on_the_t1w_images_only(served):
     _, after = infer(served, "resunet_zoom_atlas", served.images["resunet_zoom_atlas"])
     assert after["weights_mtime_ns"] == weights.stat().st_mtime_ns != before["weights_mtime_ns"]
     stats = train_stats(served, "resunet_zoom_atlas")
+    assert first_train_stats(served) == "resunet_zoom_atlas"  # the last of the trainers, trained last
     atlas_id = served.images["resunet_zoom_atlas"]
     assert stats["info"]["stage"] == "zoom_in" and stats["info"]["weights"] == str(weights)
     assert stats["info"]["images"] == {"training": [atlas_id], "validation": [atlas_id]}
@@ -228,6 +270,7 @@ def test_deepigeos_rnet_training_is_served_by_the_refinement(served):
     assert r.status_code == 200, r.text[-3000:] + served.log.read_text()[-3000:]
     assert _sha(weights) != old, "the R-Net training did not replace the refinement's weights"
     stats = train_stats(served, "deepigeos_brats")
+    assert first_train_stats(served) == "deepigeos_brats"
     assert stats["info"]["stage"] == "rnet" and stats["info"]["weights"] == str(weights)
     assert stats["info"]["images"]["training"] == [image_id] and len(stats["train_loss"]) == 2
     label, after = served_refinement()  # the file's new modification time: reloaded

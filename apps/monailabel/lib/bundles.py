@@ -70,6 +70,9 @@ class BundleEntry:
         channels: the image channels a datastore image must have (a 4D NIfTI's last axis).
         labels: ``{name: value}`` of the served label where its values are not the network's output channels
             (igs_brats writes BraTS labels 1, 2, 4); None: the metadata's ``pred`` channels.
+        weights_runs: the training runs that write the weights of the automatic segmentation, in the order to run
+            them, each the config files of configs/ it merges (``deepigeos_brats``: P-Net with ``train.json``, then
+            P-Net + CRF-Net(f) with ``train.json`` + ``train_pnet_crf.json``, which writes ``pnet_crf.pt``).
     """
 
     name: str
@@ -83,6 +86,7 @@ class BundleEntry:
     refine: bool = False
     channels: int = 1
     labels: Mapping[str, int] | None = None
+    weights_runs: Sequence[Sequence[str]] = (("train.json",),)
 
     def accepts(self, image_id: str, image: str) -> bool:
         """Whether the train task takes a datastore image: its id starts with ``train_prefix`` and it has this
@@ -141,6 +145,7 @@ BUNDLES: dict[str, BundleEntry] = {
             train_stages={"rnet": ("train_rnet.json", "train_rnet_crf.json"), "pnet": ("train_pnet_crf.json",)},
             train_prefix="brats_",
             refine=True,
+            weights_runs=(("train.json",), ("train.json", "train_pnet_crf.json")),
         ),
         BundleEntry(
             "igs_brats",
@@ -227,6 +232,15 @@ class BundleModel:
     def weights(self) -> Path:
         """The weights file ``inference.json`` loads (its checkpoint loader's ``load_path``)."""
         return Path(self.parser().get_parsed_content("handlers#0#load_path"))
+
+    def train_commands(self) -> str:
+        """The commands that write :meth:`weights` (the entry's ``weights_runs``, with the app's extra configs merged
+        last), joined by ``", then "``."""
+        runs = []
+        for configs in self.entry.weights_runs:
+            files = [str(self.root / "configs" / c) for c in configs] + self.extra_configs
+            runs.append(f'python -m monai.bundle run training --config_file "{files}"')
+        return ", then ".join(runs)
 
     def network(self) -> torch.nn.Module:
         """The bundle's ``network`` with its weights loaded into what its checkpoint loader loads (the network, or

@@ -2,11 +2,13 @@
 
 MONAI Label 0.8.5 declares ``POST /infer/{model}`` and ``POST /train/{model}`` as ``async def`` functions that call
 the synchronous inference / training: while one runs, the event loop answers nothing else (``GET /info/`` waited for
-a whole automatic segmentation, ``GET /train/`` for a whole refinement). :func:`serve_off_event_loop` replaces both
-routes by plain functions with the same parameters, authorisation dependency and responses, which FastAPI runs in
-its thread pool. The inference endpoint also answers malformed requests with a 4xx naming what it expected, and
-tells the app which files it wrote for the request's uploads (:meth:`main.BundlesApp.infer` serves those, datastore
-images and the images of live sessions, and nothing else)."""
+a whole automatic segmentation, ``GET /train/`` for a whole refinement). :func:`serve_off_event_loop` replaces these
+routes, ``POST /train/`` (every model) and ``DELETE /train/`` by plain functions with the same parameters,
+authorisation dependency and responses, which FastAPI runs in its thread pool. The inference endpoint also answers
+malformed requests with a 4xx naming what it expected, and tells the app which files it wrote for the request's
+uploads (:meth:`main.BundlesApp.infer` serves those, datastore images and the images of live sessions, and nothing
+else); the train endpoints have the app check the params before anything is queued; the stop endpoint has the app
+mark the killed run's stats."""
 
 from __future__ import annotations
 
@@ -28,9 +30,11 @@ from monailabel.datastore.utils.convert import binary_to_image, nifti_to_dicom_s
 from monailabel.endpoints.infer import ResultType, send_response
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
+from monailabel.utils.async_tasks.task import AsyncTask
+from monailabel.utils.async_tasks.utils import processes
 from monailabel.utils.others.generic import remove_file
 
-__all__ = ["infer", "serve_off_event_loop", "train_model"]
+__all__ = ["infer", "serve_off_event_loop", "stop_training", "train_all", "train_model"]
 
 
 def _save_upload(upload: UploadFile, background_tasks: BackgroundTasks) -> str:
@@ -136,6 +140,42 @@ def train_model(
     return train_endpoints.run_model(model, params, run_sync, enqueue)
 
 
+def train_all(
+    params: dict | None = None,
+    run_sync: bool | None = False,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+) -> Any:
+    """``POST /train/``: MONAI Label's ``run`` (a train task per model, each with ``{**params[<model>], **params}``;
+    ``{model: {"result", "detail"}}``), after the app has checked every model's params (``BundlesApp.check_train_all``:
+    400 naming the field before anything is queued); a model without a labelled image is not queued (``result`` None,
+    ``detail`` saying why)."""
+    instance = app_instance()
+    params = params or {}
+    skipped = instance.check_train_all(params)
+    result = {}
+    for model in instance.info()["trainers"]:
+        if model in skipped:
+            result[model] = {"result": None, "detail": skipped[model]}
+            continue
+        request = {"model": model, **(params.get(model) or {})}
+        res, detail = AsyncTask.run("train", request=request, params=params, force_sync=run_sync, enqueue=True)
+        result[model] = {"result": res, "detail": detail}
+    return result
+
+
+def stop_training(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> Any:
+    """``DELETE /train/``: MONAI Label's ``stop`` (kills the running train task's process; its task record, now
+    ``STOPPED``, or None when none runs), then, once the process has ended, the app marks that model's train stats
+    ``STOPPED`` (``BundlesApp.train_stopped``): the killed process could not."""
+    running = next(iter(processes("train").values()), None)
+    task = train_endpoints.stop()
+    if task is not None:
+        if running is not None:
+            running.wait(timeout=60)
+        app_instance().train_stopped(task)
+    return task
+
+
 def _replace(router: APIRouter, path: str, method: str, endpoint: Callable) -> bool:
     """Replace the ``method`` route of ``path`` in ``router`` by ``endpoint``, declared as the original (summary,
     name, tags, responses; the router adds its prefix, tags and responses as it did; the OpenAPI description is the
@@ -161,8 +201,9 @@ def _replace(router: APIRouter, path: str, method: str, endpoint: Callable) -> b
 
 
 def serve_off_event_loop(app: FastAPI) -> None:
-    """Serve ``POST /infer/{model}`` by :func:`infer` and ``POST /train/{model}`` by :func:`train_model` in ``app``
-    (MONAI Label's ``monailabel.app.app``); again is a no-op.
+    """Serve ``POST /infer/{model}`` by :func:`infer`, ``POST /train/{model}`` by :func:`train_model`, ``POST /train/``
+    by :func:`train_all` and ``DELETE /train/`` by :func:`stop_training` in ``app`` (MONAI Label's
+    ``monailabel.app.app``); again is a no-op.
 
     The routes are replaced where FastAPI keeps them: in MONAI Label's routers (FastAPI >= 0.137 serves included
     routers by reference) and in the app's own routes (older versions copy every included route into them).
@@ -171,6 +212,8 @@ def serve_off_event_loop(app: FastAPI) -> None:
     for router, path, method, endpoint in (
         (infer_endpoints.router, "/infer/{model}", "POST", infer),
         (train_endpoints.router, "/train/{model}", "POST", train_model),
+        (train_endpoints.router, "/train/", "POST", train_all),
+        (train_endpoints.router, "/train/", "DELETE", stop_training),
     ):
         in_router = _replace(router, path, method, endpoint)
         if not (_replace(app.router, api + path, method, endpoint) or in_router):

@@ -27,7 +27,7 @@ from .state import Click, LRUCache, RefinementState, disjoint, parse_clicks, ten
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REFINE_FROM", "BundleSegmentation", "DeepIGeoSRefinement", "write_on_grid"]
+__all__ = ["REFINE_FROM", "BundleSegmentation", "DeepIGeoSRefinement", "image_key", "write_on_grid"]
 
 REFINE_FROM = ("initial", "previous")
 """What a refinement refines: the start label with every click so far, or the latest label with the new clicks."""
@@ -58,23 +58,39 @@ class _Reloading:
         """The modification time (ns) of the file last loaded (None before the first load)."""
         return None if self._cached is None else self._cached[0]
 
-    def get(self) -> Any:
+    def loaded(self) -> tuple[int, Any]:
+        """(the modification time (ns) of the file it was loaded from, what ``load`` returned), loaded again first
+        when the file has changed."""
         with self._lock:
             mtime = os.stat(self.path()).st_mtime_ns
             if self._cached is None or self._cached[0] != mtime:
                 self._cached = (mtime, self.load())
-            return self._cached[1]
+            return self._cached
+
+    def get(self) -> Any:
+        """What ``load`` returned, loaded again first when the file has changed."""
+        return self.loaded()[1]
 
 
 class BundleSegmentation(BasicInferTask):
     """Automatic segmentation with a bundle's ``inference.json``: its preprocessing, network, inferer and
     postprocessing (file writers dropped); the label comes back uint8 on the grid of the input image.
 
+    With ``shared``, each label made with the bundle's default params is also kept there per image (the key of
+    :func:`image_key`) with the modification time of the weights file it was made with, for the bundle's refinement
+    task to start from (:meth:`automatic_label`) instead of segmenting the same image again.
+
     Request params (beside MONAI Label's own): the entry's ``params`` (``igs_acdc``: ``pattern``, ``acceleration``).
+
+    Args:
+        model: the bundle.
+        shared: where the labels are kept for the refinement task (None: not kept).
     """
 
-    def __init__(self, model: BundleModel) -> None:
-        self.model = model
+    def __init__(self, model: BundleModel, shared: LRUCache | None = None) -> None:
+        self.model, self.shared = model, shared
+        self.runs = 0  # the segmentations run so far (network calls)
+        self._runs_lock = threading.Lock()
         self._net = _Reloading(lambda: str(model.weights()), model.network)
         self._pipelines: dict[tuple, tuple[Compose, Any, Compose]] = {}
         self._pipelines_lock = threading.Lock()
@@ -109,22 +125,46 @@ class BundleSegmentation(BasicInferTask):
     def post_transforms(self, data: Mapping[str, Any] | None = None) -> Sequence:
         return self._pipeline(data or {})[2].transforms
 
-    def _get_network(self, device: str, data: Mapping[str, Any] | None) -> torch.nn.Module:
-        return self._net.get()
+    def _get_network(self, device: str, data: dict[str, Any] | None) -> torch.nn.Module:
+        """The bundle's network (loaded again when its weights file has changed); the modification time of the file
+        it was loaded from goes into ``data["weights_mtime_ns"]``."""
+        mtime, network = self._net.loaded()
+        if data is not None:
+            data["weights_mtime_ns"] = mtime
+        with self._runs_lock:
+            self.runs += 1
+        return network
 
-    def weights_info(self) -> dict[str, Any]:
-        """The result JSON's ``weights`` (the file) and ``weights_mtime_ns`` (its modification time when loaded), which
-        change when a train task has replaced the weights."""
-        return {"weights": str(self.model.weights()), "weights_mtime_ns": self._net.mtime}
+    def weights_info(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The result JSON's ``weights`` (the file) and ``weights_mtime_ns`` (its modification time when loaded for
+        this run), which change when a train task has replaced the weights."""
+        return {"weights": str(self.model.weights()), "weights_mtime_ns": data.get("weights_mtime_ns")}
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
-        """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid; the JSON: :meth:`weights_info`."""
-        return write_on_grid(data["pred"][0], data["source_path"]), self.weights_info()  # bundles._source_path
+        """``pred`` ``(1, *S)`` -> a uint8 NIfTI on the input's grid, kept in ``shared`` when the run used the default
+        params; the JSON: :meth:`weights_info` and ``runs``, the segmentations this task has run."""
+        if self.shared is not None and not self.params(data):
+            key = image_key(data.get("image_source"), data["source_path"])  # bundles._source_path
+            self._share(key, _label(data), data["weights_mtime_ns"])
+        return write_on_grid(data["pred"][0], data["source_path"]), {**self.weights_info(data), "runs": self.runs}
 
-    def segment(self, image_path: str, device: str) -> torch.Tensor:
-        """The automatic label of the image at ``image_path``: ``(*S)`` uint8 on its grid."""
+    def _share(self, key: str, label: torch.Tensor, mtime: int) -> None:
+        """Keep ``label``, made with the weights file of modification time ``mtime``, as the image's automatic label."""
+        self.shared.put(("automatic", self.model.entry.name, key), (mtime, label), tensor_bytes(label))
+
+    def automatic_label(self, key: str, image_path: str, device: str) -> tuple[torch.Tensor, bool]:
+        """The automatic label ``(*S)`` uint8 of the image of ``key`` (:func:`image_key`) at ``image_path`` -> (label,
+        shared): the one kept in ``shared`` when it was made with the weights file as it is now (``shared`` True),
+        else segmented now (and kept)."""
+        if self.shared is not None:
+            kept = self.shared.get(("automatic", self.model.entry.name, key))
+            if kept is not None and kept[0] == os.stat(self.model.weights()).st_mtime_ns:
+                return kept[1], True
         _, data = self({"image": image_path, "device": device, "skip_writer": True, "logging": "WARNING"})
-        return torch.as_tensor(np.asarray(data["pred"][0])).to(torch.uint8)
+        label = _label(data)
+        if self.shared is not None:
+            self._share(key, label, data["weights_mtime_ns"])
+        return label, False
 
 
 class DeepIGeoSRefinement(BasicInferTask):
@@ -136,24 +176,32 @@ class DeepIGeoSRefinement(BasicInferTask):
     the session id, else ``"anonymous"``; the image is the datastore id (and its file's modification time), the
     session id, or for an image uploaded with the request its content hash (every upload gets a new temporary path).
     A new state starts from the label the client uploaded with the request (its ``label`` file: same shape as the
-    image, values 0/1) or else from the automatic segmentation of ``auto``, with no click.
+    image, values 0/1) or else from the automatic segmentation of ``auto``, with no click: the label ``auto`` made of
+    this image for an automatic request (kept per image, :meth:`BundleSegmentation.automatic_label`) when it was made
+    with the weights file as it is now, else segmented for this request.
 
-    Clicks: the request's ``foreground`` / ``background`` clicks are merged into the state's
-    (:meth:`~.state.RefinementState.add`): a client may send every click so far (3D Slicer does) or only the new
-    ones, repeated clicks count once, a voxel sent as the other kind than before changes kind, and a click is
-    dropped only by a reset (a click removed in 3D Slicer stays until then); a voxel sent as both kinds in one
-    request is refused (400 naming it). Then, with ``refine_from``:
+    Clicks: the request's ``foreground`` / ``background`` clicks update the state's
+    (:meth:`~.state.RefinementState.add`). With ``all_clicks`` false (the default when a request does not send it)
+    they are merged into the clicks so far: a client may send every click so far or only the new ones, repeated
+    clicks count once, a voxel sent as the other kind than before changes kind, and a click is dropped only by a
+    reset. With ``all_clicks`` true the request sends every click so far (3D Slicer sends all its points each time,
+    and sends the task's ``config``, where ``all_clicks`` is true, with every request): a click so far that it does not
+    send is dropped (the user deleted the point). A voxel sent as both kinds in one request is refused (400 naming
+    it). Then, with ``refine_from``:
 
     - ``"initial"``: the start label refined with all the clicks so far (DeepIGeoS' evaluation: every refinement
-      from the automatic segmentation); with no click, the start label;
-    - ``"previous"``: the latest label refined with the clicks new in this request; with none, the latest label.
+      from the automatic segmentation); with no click (none yet, or all deleted), the start label;
+    - ``"previous"``: the latest label refined with the clicks new in this request; with none, the latest label (a
+      dropped click leaves the label as it is: its effect is part of it).
 
     ``reset_state`` (3D Slicer) or ``reset``: drop the state first; an uploaded ``label`` also starts a new state.
 
     Request params: ``foreground``, ``background``: ``[[i, j, k], ...]`` voxel indices of the image;
-    ``refine_from``: ``"initial"`` / ``"previous"`` (default: the app's); ``reset_state``, ``reset``: bool;
-    ``client_id``: str. The result JSON names the start (``"automatic"`` / ``"uploaded"``), whether the state is
-    ``"new"`` or ``"kept"``, the mode, the clicks so far and the new ones, the user and image keys, and the cache's
+    ``refine_from``: ``"initial"`` / ``"previous"`` (default: the app's); ``all_clicks``, ``reset_state``, ``reset``:
+    bool; ``client_id``: str. The result JSON names the start (``"automatic"`` / ``"uploaded"``), whether the state is
+    ``"new"`` or ``"kept"``, the mode, the clicks so far, the new and the dropped ones, for a new state started from
+    the automatic label whether that was the automatic task's (``automatic_label``: ``"shared"``) or segmented now
+    (``"computed"``), the automatic task's runs so far (``automatic_runs``), the user and image keys, and the cache's
     entries and bytes.
 
     Args:
@@ -181,7 +229,7 @@ class DeepIGeoSRefinement(BasicInferTask):
             labels=model.labels,
             dimension=3,
             description=f"{model.entry.name}: DeepIGeoS refinement of the user's label with their clicks",
-            config={"refine_from": refine_from, "reset_state": False},
+            config={"refine_from": refine_from, "all_clicks": True, "reset_state": False},
         )
 
     def is_valid(self) -> bool:
@@ -229,19 +277,21 @@ class DeepIGeoSRefinement(BasicInferTask):
         """Refine the user's label of the image with the request's clicks -> (label file, result JSON)."""
         path = request["image"]
         reset = _flag(request, "reset_state") or _flag(request, "reset")
+        every = _flag(request, "all_clicks")
         mode = request.get("refine_from", self.refine_from)
         if mode not in REFINE_FROM:
             raise BadRequest(f"params.refine_from: expected one of {list(REFINE_FROM)}, found {mode!r}")
-        user, image_key = _user(request), _image_key(request)
+        user, key_of_image = _user(request), image_key(request.get("image_source"), path)
         device = request.get("device") or "cpu"
         device = device if isinstance(device, str) else device[0]
-        image = self._image(image_key, path)
+        image = self._image(key_of_image, path)
         shape = tuple(image.shape[1:])
         fg = parse_clicks(request.get("foreground"), "foreground", shape)
         bg = parse_clicks(request.get("background"), "background", shape)
         disjoint(fg, bg)
         uploaded = None if request.get("label") is None else _uploaded_label(request["label"], shape)
-        key = ("state", self.model.entry.name, user, image_key)
+        key = ("state", self.model.entry.name, user, key_of_image)
+        automatic = None  # how a new state's automatic start label was had
         with self._locks[hash(key) % len(self._locks)]:
             kept = None if reset or uploaded is not None else self.cache.get(key)
             if kept is not None:
@@ -249,12 +299,18 @@ class DeepIGeoSRefinement(BasicInferTask):
             elif uploaded is not None:
                 state = RefinementState.starting(uploaded, "uploaded")
             else:
-                state = RefinementState.starting(self.auto.segment(path, device), "automatic")
-            new_fg, new_bg = state.add(fg, bg)
-            if mode == "initial" and (state.foreground or state.background):
-                state.label = self._run(image, state.start, state.foreground, state.background, state.geodesic)
-            elif mode == "previous" and (new_fg or new_bg):
-                state.label = self._run(image, state.label, new_fg, new_bg, state.geodesic)
+                start, shared = self.auto.automatic_label(key_of_image, path, device)
+                state, automatic = RefinementState.starting(start, "automatic"), "shared" if shared else "computed"
+            changes = state.add(fg, bg, every)
+            if mode == "initial":
+                clicked = state.foreground or state.background
+                state.label = (
+                    self._run(image, state.start, state.foreground, state.background, state.geodesic)
+                    if clicked
+                    else state.start
+                )
+            elif changes.foreground or changes.background:
+                state.label = self._run(image, state.label, changes.foreground, changes.background, state.geodesic)
             self.cache.put(key, state, state.nbytes)
         return write_on_grid(state.label, path), {
             "weights": self._refine.path(),
@@ -263,11 +319,22 @@ class DeepIGeoSRefinement(BasicInferTask):
             "state": "new" if kept is None else "kept",
             "refine_from": mode,
             "clicks": {"foreground": len(state.foreground), "background": len(state.background)},
-            "new_clicks": {"foreground": len(new_fg), "background": len(new_bg)},
+            "new_clicks": {"foreground": len(changes.foreground), "background": len(changes.background)},
+            "dropped_clicks": {
+                "foreground": len(changes.dropped_foreground),
+                "background": len(changes.dropped_background),
+            },
+            "automatic_label": automatic,
+            "automatic_runs": self.auto.runs,
             "user": user,
-            "image": image_key,
+            "image": key_of_image,
             "cache": self.cache.stats(),
         }
+
+
+def _label(data: Mapping[str, Any]) -> torch.Tensor:
+    """A run's ``pred`` ``(1, *S)`` -> the label ``(*S)`` uint8."""
+    return torch.as_tensor(np.asarray(data["pred"][0])).to(torch.uint8)
 
 
 def _flag(request: Mapping[str, Any], name: str) -> bool:
@@ -287,16 +354,17 @@ def _user(request: Mapping[str, Any]) -> str:
     return client or (f"session:{source['id']}" if source.get("kind") == "session" else "anonymous")
 
 
-def _image_key(request: Mapping[str, Any]) -> str:
-    """Which image: ``session:<id>``, ``upload:<sha1 of the file>``, else ``<kind>:<id>@<file mtime ns>`` (a
-    datastore image; ``file`` for a task called with a path, as by batch inference)."""
-    source = request.get("image_source", {"kind": "file", "id": request["image"]})
+def image_key(source: Mapping[str, str] | None, path: str) -> str:
+    """Which image a request names (``source``: the app's ``image_source``; None: a task called with a path, as by
+    batch inference), with its file at ``path``: ``session:<id>``, ``upload:<sha1 of the file>`` (every upload gets a
+    new temporary path), else ``<kind>:<id>@<file mtime ns>`` (a datastore image; ``file`` for a path)."""
+    source = source or {"kind": "file", "id": path}
     if source["kind"] == "session":
         return f"session:{source['id']}"
     if source["kind"] == "upload":
-        with open(request["image"], "rb") as f:
+        with open(path, "rb") as f:
             return f"upload:{hashlib.file_digest(f, 'sha1').hexdigest()}"
-    return f"{source['kind']}:{source['id']}@{os.stat(request['image']).st_mtime_ns}"
+    return f"{source['kind']}:{source['id']}@{os.stat(path).st_mtime_ns}"
 
 
 def _uploaded_label(path: str, shape: tuple[int, ...]) -> torch.Tensor:

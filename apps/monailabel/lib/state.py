@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -16,7 +16,7 @@ from common.apps.deepigeos import RefinementCache, voxel_indices
 
 from .bundles import BadRequest
 
-__all__ = ["Click", "LRUCache", "RefinementState", "disjoint", "parse_clicks", "tensor_bytes"]
+__all__ = ["Click", "ClickChanges", "LRUCache", "RefinementState", "disjoint", "parse_clicks", "tensor_bytes"]
 
 Click = tuple[int, ...]
 """A clicked voxel: its indices in the input image, ``(i, j, k)``."""
@@ -102,6 +102,19 @@ def parse_clicks(points: Any, name: str, shape: Sequence[int]) -> list[Click]:
     return list(dict.fromkeys(tuple(int(v) for v in c) for c in checked))
 
 
+class ClickChanges(NamedTuple):
+    """What a request changed in the clicks so far (:meth:`RefinementState.add`), each in the order sent."""
+
+    foreground: list[Click]
+    """The new foreground clicks."""
+    background: list[Click]
+    """The new background clicks."""
+    dropped_foreground: list[Click]
+    """The foreground clicks so far that are no longer foreground clicks."""
+    dropped_background: list[Click]
+    """The background clicks so far that are no longer background clicks."""
+
+
 @dataclass
 class RefinementState:
     """One user's refinement of one image.
@@ -134,20 +147,32 @@ class RefinementState:
         """The bytes of ``start`` and ``label`` (once while they are the same tensor) and of :attr:`geodesic`."""
         return tensor_bytes(self.start, self.label) + self.geodesic.nbytes
 
-    def add(self, foreground: Sequence[Click], background: Sequence[Click]) -> tuple[list[Click], list[Click]]:
-        """Merge a request's clicks (checked by :func:`disjoint`) into the clicks so far -> (new foreground, new
-        background): those not among the clicks so far of the same kind.
+    def add(self, foreground: Sequence[Click], background: Sequence[Click], every: bool = False) -> ClickChanges:
+        """Merge a request's clicks (checked by :func:`disjoint`) into the clicks so far -> what changed: the new
+        clicks (those not among the clicks so far of the same kind) and the dropped ones (clicks so far of a kind
+        that are no longer clicks of that kind).
 
-        A request may send all clicks so far (3D Slicer does) or only the new ones: both give the same set. A voxel
-        that was a click of the other kind before changes kind (the latest request wins). A click is dropped only
-        by a reset of the state."""
+        ``every`` False (the default): the request may send all clicks so far or only the new ones, both give the
+        same set; a voxel that was a click of the other kind before changes kind (the latest request wins), and
+        otherwise a click is dropped only by a reset of the state. ``every`` True: the request sends every click so
+        far (3D Slicer sends all its points each time), so a click so far that it does not send was deleted by the
+        user and is dropped."""
         old_fg, old_bg = set(self.foreground), set(self.background)
         new_fg = [c for c in foreground if c not in old_fg]
         new_bg = [c for c in background if c not in old_bg]
-        moved_fg, moved_bg = set(new_fg), set(new_bg)
-        self.foreground = [c for c in self.foreground if c not in moved_bg] + new_fg
-        self.background = [c for c in self.background if c not in moved_fg] + new_bg
-        return new_fg, new_bg
+        if every:
+            keep_fg, keep_bg = set(foreground), set(background)
+        else:
+            keep_fg, keep_bg = old_fg - set(new_bg), old_bg - set(new_fg)
+        changes = ClickChanges(
+            new_fg,
+            new_bg,
+            [c for c in self.foreground if c not in keep_fg],
+            [c for c in self.background if c not in keep_bg],
+        )
+        self.foreground = [c for c in self.foreground if c in keep_fg] + new_fg
+        self.background = [c for c in self.background if c in keep_bg] + new_bg
+        return changes
 
 
 def disjoint(foreground: Sequence[Click], background: Sequence[Click]) -> None:

@@ -49,7 +49,7 @@ class SliceClassification(BundleSegmentation):
         result: dict[str, Any] = {"class_names": self.class_names}
         result.update({f"p_{c}": prob[i].tolist() for i, c in enumerate(self.class_names)})
         result["prediction"] = [self.class_names[int(k)] for k in prob.argmax(0)]
-        return None, {**result, **self.weights_info()}
+        return None, {**result, **self.weights_info(data)}
 
 
 class Reconstruction(BundleSegmentation):
@@ -73,7 +73,7 @@ class Reconstruction(BundleSegmentation):
         if volume.ndim != 4 or volume.shape[0] != len(self.modalities):
             raise ValueError(f"pred: expected ({len(self.modalities)}, H, W, D), found {volume.shape}")
         path = write_on_grid(np.moveaxis(volume, 0, -1), data["source_path"], np.float32)  # bundles._source_path
-        return path, {"modalities": self.modalities, **self.weights_info()}
+        return path, {"modalities": self.modalities, **self.weights_info(data)}
 
 
 TASKS: Mapping[str, type[BundleSegmentation]] = {

@@ -56,23 +56,31 @@ def split_images(ids: Sequence[str], every: int = 5) -> tuple[list[str], list[st
     return [i for i in ids if i not in val], [i for i in ids if i in val]
 
 
+def _write_json(path: Path, record: Mapping[str, Any]) -> None:
+    """Write ``record`` to ``path`` atomically (numpy scalars among the metrics written as floats)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=float))
+
+
 class TrainStats:
     """The progress of one run as MONAI Label's ``BasicTrainTask`` writes it (``prepare_stats``: ``epoch``,
     ``total_epochs``, ``start_ts``, ``current_time`` / ``total_time``, ``best_metric``, ``train`` / ``eval`` with the
     engines' ``metrics``, ``key_metric_name``, ``best_metric``, ``best_metric_epoch``; 3D Slicer shows ``epoch`` of
-    ``total_epochs`` and ``best_metric``), plus ``status`` (``RUNNING``, ``DONE``, ``ERROR``), ``train_loss`` (the
-    mean loss of each epoch so far), ``end_ts`` and ``error``, and ``info`` (the stage, the weights, the images).
-    Written atomically to ``path`` by :meth:`write` (the run's start and end) and after every epoch (after its
-    validation) once attached.
+    ``total_epochs`` and ``best_metric``), plus ``status`` (``RUNNING``, ``DONE``, ``ERROR``; ``STOPPED`` when
+    ``DELETE /train/`` killed the run, :meth:`BundleTrain.stopped`), ``train_loss`` (the mean loss of each epoch so
+    far), ``end_ts`` and ``error``, ``info`` (the stage, the weights, the images) and ``run_dir`` (the run's folder,
+    removed when it ends). Written atomically to ``path`` by :meth:`write` (the run's start and end) and after every
+    epoch (after its validation) once attached.
 
     Args:
         path: the JSON file.
         info: what the run is (JSON values), copied into every record.
         total_epochs: the run's epochs (for the records written before the trainer exists).
+        run_dir: the run's folder.
     """
 
-    def __init__(self, path: Path, info: Mapping[str, Any], total_epochs: int) -> None:
-        self.path, self.info, self.total_epochs = Path(path), dict(info), total_epochs
+    def __init__(self, path: Path, info: Mapping[str, Any], total_epochs: int, run_dir: Path) -> None:
+        self.path, self.info, self.total_epochs, self.run_dir = Path(path), dict(info), total_epochs, Path(run_dir)
         self.start_ts = time.time()
         self.trainer: Engine | None = None
         self.evaluator: Engine | None = None
@@ -101,13 +109,12 @@ class TrainStats:
             stats: dict[str, Any] = {"epoch": 0, "total_epochs": self.total_epochs, "start_ts": int(self.start_ts)}
         else:
             stats = prepare_stats(self.start_ts, self.trainer, self.evaluator)
-        stats.update(status=status, train_loss=list(self.losses), info=self.info)
+        stats.update(status=status, train_loss=list(self.losses), info=self.info, run_dir=str(self.run_dir))
         if status != "RUNNING":
             stats["end_ts"] = int(time.time())
         if error is not None:
             stats["error"] = error
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(stats, indent=2, default=float))  # numpy scalars among the metrics
+        _write_json(self.path, stats)
         return stats
 
 
@@ -185,15 +192,37 @@ class BundleTrain(TrainTask):
         """The latest run's :class:`TrainStats` record (``{}`` before the first run)."""
         return json.loads(self.stats_path.read_text()) if self.stats_path.is_file() else {}
 
-    def check(self, request: Mapping[str, Any], datastore: Datastore) -> TrainRun:
-        """The request's params and the datastore images checked -> the run; :class:`BadRequest` naming what was
-        expected and found otherwise (bad ``max_epochs`` or ``stage``, no labelled image of this bundle)."""
+    def stopped(self) -> None:
+        """Record that the latest run was stopped (MONAI Label's ``DELETE /train/`` killed its process, which could
+        not write its end): a record still ``RUNNING`` becomes ``STOPPED`` (MONAI Label's status of a stopped task)
+        with its ``end_ts``, and the run's folder is removed; the served weights stay as they were."""
+        stats = self.stats()
+        if stats.get("status") != "RUNNING":
+            return
+        if stats.get("run_dir"):  # records written before the run's folder was recorded have none
+            shutil.rmtree(stats["run_dir"], ignore_errors=True)
+        _write_json(self.stats_path, {**stats, "status": "STOPPED", "end_ts": int(time.time())})
+
+    def check_params(self, request: Mapping[str, Any], names: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """The request's ``max_epochs`` and ``stage`` checked -> (epochs, stage); :class:`BadRequest` naming the field
+        (``names``: the name of a param in the client's request, default ``params.<param>``), what was expected and
+        what was found otherwise."""
+        names = names or {}
         epochs = request.get("max_epochs", 1)
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise BadRequest(f"params.max_epochs: expected an integer >= 1, found {epochs!r}")
+            name = names.get("max_epochs", "params.max_epochs")
+            raise BadRequest(f"{name}: expected an integer >= 1, found {epochs!r}")
         stage = request.get("stage", next(iter(self.entry.train_stages)))
         if not isinstance(stage, str) or stage not in self.entry.train_stages:
-            raise BadRequest(f"params.stage: expected one of {list(self.entry.train_stages)}, found {stage!r}")
+            name = names.get("stage", "params.stage")
+            raise BadRequest(f"{name}: expected one of {list(self.entry.train_stages)}, found {stage!r}")
+        return epochs, stage
+
+    def check(self, request: Mapping[str, Any], datastore: Datastore) -> TrainRun:
+        """The request's params (:meth:`check_params`) and the datastore images checked -> the run; :class:`BadRequest`
+        naming what was expected and found otherwise (bad ``max_epochs`` or ``stage``, no labelled image of this
+        bundle)."""
+        epochs, stage = self.check_params(request)
         items = {}
         for image_id in datastore.get_labeled_images():
             image = datastore.get_image_uri(image_id)
@@ -229,10 +258,10 @@ class BundleTrain(TrainTask):
                 },
                 "note": run.note,
             }
-            stats = TrainStats(self.stats_path, info, run.epochs)
-            stats.write("RUNNING")
             staging = Path(tempfile.mkdtemp(prefix=".train-", dir=served.parent))
+            stats = TrainStats(self.stats_path, info, run.epochs, staging)
             try:
+                stats.write("RUNNING")
                 self._train(run, served, staging, stats)
             except BaseException as e:
                 stats.write("ERROR", f"{type(e).__name__}: {e}")
