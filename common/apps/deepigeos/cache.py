@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable, Sequence
 import torch
 from monai.utils.type_conversion import convert_to_tensor
 
+from common.networks.blocks import CRFNet
 from common.transforms import geodesic_map
 
 __all__ = ["RefinementCache"]
@@ -42,7 +43,8 @@ class RefinementCache:
     0.0044 off, against 0.0063 for the maps computed at once).
 
     CRF-Net(fu)'s pair weights (:meth:`crf_weights`) depend on the image's box only, not on the clicks: they are
-    kept for one CRF object, image object and box.
+    kept for one CRF object, image object and box, and when a click widens the box only the shell around the kept
+    box is computed (equal to the whole box's weights bit for bit).
 
     One caller at a time (no locking). The image must not be changed in place while the cache is in use (it is
     recognised by object identity). Memory: the preprocessed image, two float32 maps of the box and the CRF's pair weights (one map of the box per
@@ -57,9 +59,9 @@ class RefinementCache:
         self._maps_key: Hashable = None
         self._clicks: list[frozenset[tuple[int, ...]]] = []
         self._maps: torch.Tensor | None = None
-        self._crf: object | None = None
+        self._crf: CRFNet | None = None
         self._image_of_crf: object | None = None
-        self._crf_key: Hashable = None
+        self._crf_key: tuple[tuple[int, int], ...] | None = None
         self._crf_weights: list[torch.Tensor] | None = None
 
     @property
@@ -73,17 +75,49 @@ class RefinementCache:
         return sum(t.element_size() * t.nelement() for t in tensors)
 
     def crf_weights(
-        self, crf: object, image: object, box: Sequence[slice], compute: Callable[[], list[torch.Tensor]]
+        self, crf: CRFNet, image: object, box: Sequence[slice], features: torch.Tensor
     ) -> list[torch.Tensor]:
-        """``compute()`` (the pair weights of ``crf``, :meth:`~common.networks.blocks.CRFNet.pair_weights`, on the
-        image's box: they depend on the image and the CRF only, not on the clicks or the logits), called once for
-        this ``crf`` object (its weights reloaded: another object), ``image`` object and ``box``, and returned again
-        while all three stay the same."""
-        key = tuple((s.start, s.stop) for s in box)
-        if self._crf_weights is None or self._crf is not crf or self._image_of_crf is not image or self._crf_key != key:
-            self._crf_weights = compute()
-            self._crf, self._image_of_crf, self._crf_key = crf, image, key
-        return self._crf_weights
+        """``crf.pair_weights(features)`` (:meth:`~common.networks.blocks.CRFNet.pair_weights`: they depend on the
+        image and the CRF only, not on the clicks or the logits) for ``features`` ``(1, F, *B)``, the features of
+        ``box`` of ``image``: kept for this ``crf`` object (its weights reloaded: another object), ``image`` object
+        and box, and returned again while all three stay the same.
+
+        When the box has grown around the kept one, only the shell that changed is computed: a voxel's weights
+        depend on the features within the CRF's window of it and on which of those voxels lie in the box, so they
+        are the kept ones wherever the window stays inside the old box or crosses a face the two boxes share; the
+        rest is computed on slabs (each with the window's margin of context) and equals the whole box's weights
+        there bit for bit (the Pairwise-Net gives a voxel the same weight whatever else it is given, without
+        gradients)."""
+        corners = tuple((s.start, s.stop) for s in box)
+        same = self._crf_weights is not None and self._crf is crf and self._image_of_crf is image
+        if same and self._crf_key == corners:
+            return self._crf_weights  # type: ignore[return-value]
+        inner = _inside(self._crf_key, corners) if same else None
+        sizes = [e - s for s, e in corners]
+        kept = None
+        if inner is not None:  # the voxels whose window sees what it saw in the kept box
+            kept = tuple(
+                slice(k.start + (r if k.start > 0 else 0), k.stop - (r if k.stop < n else 0))
+                for k, r, n in zip(inner, crf.radius, sizes)
+            )
+        if kept is None or any(k.start >= k.stop for k in kept) or torch.is_grad_enabled():
+            weights = crf.pair_weights(features)
+        else:
+            old = self._crf_weights
+            within = tuple(slice(k.start - i.start, k.stop - i.start) for k, i in zip(kept, inner))
+            weights = [features.new_zeros((1, 1, *sizes)) for _ in old]  # type: ignore[union-attr]
+            for w, o in zip(weights, old):  # type: ignore[arg-type]
+                w[(..., *kept)] = o[(..., *within)]
+            for slab in _shell(sizes, kept):
+                context = tuple(
+                    slice(max(s.start - r, 0), min(s.stop + r, n)) for s, r, n in zip(slab, crf.radius, sizes)
+                )
+                part = crf.pair_weights(features[(slice(None), slice(None), *context)])
+                cut = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(slab, context))
+                for w, p in zip(weights, part):
+                    w[(..., *slab)] = p[(..., *cut)]
+        self._crf_weights, self._crf, self._image_of_crf, self._crf_key = weights, crf, image, corners
+        return weights
 
     def preprocessed(self, image: object, settings: Hashable, preprocess: Callable[[], Preprocessed]) -> Preprocessed:
         """``preprocess()`` (the preprocessing of ``image``: the brain crop's slices and the normalised crop),
@@ -143,3 +177,21 @@ class RefinementCache:
         maps = torch.stack([torch.minimum(m, self._maps[c]) if kept[c] else m for c, m in enumerate(computed)])
         self._clicks, self._maps = clicks, maps
         return maps
+
+
+def _shell(sizes: Sequence[int], inner: Sequence[slice]) -> list[tuple[slice, ...]]:
+    """Boxes that tile ``[0, sizes)`` outside the box ``inner`` (axis by axis: below and above ``inner`` on an axis,
+    within ``inner`` on the axes before it, whole on the axes after it); empty ones left out."""
+    slabs = []
+    for a, n in enumerate(sizes):
+        for lo, hi in ((0, inner[a].start), (inner[a].stop, n)):
+            if lo < hi:
+                slabs.append((*inner[:a], slice(lo, hi), *(slice(0, m) for m in sizes[a + 1 :])))
+    return slabs
+
+
+def _inside(old: tuple[tuple[int, int], ...] | None, new: tuple[tuple[int, int], ...]) -> tuple[slice, ...] | None:
+    """Where box ``old`` lies in box ``new`` (slices relative to ``new``), or None when it does not lie inside."""
+    if old is None or any(o0 < n0 or o1 > n1 for (o0, o1), (n0, n1) in zip(old, new)):
+        return None
+    return tuple(slice(o0 - n0, o1 - n0) for (o0, o1), (n0, _) in zip(old, new))

@@ -168,8 +168,8 @@ def refine(
             clamp = sd[None].to(logits.dtype)
             if cache is None:
                 probs = crf(logits, features, clamp)
-            else:  # the pair weights depend on the image's box only: kept while it stays
-                weights = cache.crf_weights(crf, source, box, lambda: crf.pair_weights(features))
+            else:  # the pair weights depend on the image's box only: kept while it stays, the new shell when it grows
+                weights = cache.crf_weights(crf, source, box, features)
                 probs = crf(logits, features, clamp, weights)
         t4 = _clock(device)
         seconds["crf"] = t4 - t3

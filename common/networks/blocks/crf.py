@@ -27,6 +27,12 @@ class PairwiseNet(nn.Module):
     absolute offset (same for all voxels) -> ``(B, *S)`` weights, dtype and device of ``diff``. Differentiable in
     both inputs and the parameters. The inputs are absolute values, so ``w(i, j) = w(j, i)``.
     The output layer starts at zero weight and a constant bias: an untrained net is a uniform smoothing kernel.
+
+    Without gradients and with one feature channel (DeepIGeoS: the image) the net is a function of one number per
+    voxel, and a ReLU MLP of one input is piecewise linear: :meth:`piecewise_linear` finds its breakpoints on the
+    range of ``diff`` (at most ``hidden[0] + hidden[0] * hidden[1] + ...``, a few hundred), evaluates the net there
+    and interpolates, the same function to float rounding (relative 1e-6, tested) at about a third of the cost of
+    the MLP on every voxel (240x240x155 refinement box of 84x102x74, window 3: 1.1 s -> 0.35 s on 2 cores).
     """
 
     def __init__(
@@ -48,11 +54,53 @@ class PairwiseNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, 0.1)
 
+    def _hidden(self, x: torch.Tensor, bias: torch.Tensor, until: int) -> torch.Tensor:
+        """Pre-activations ``(N, hidden[until])`` of hidden layer ``until`` (``len(hidden)``: the output ``(N, 1)``)
+        for ``x`` ``(N, F)``, with the first layer's offset part folded into ``bias``."""
+        first = self.layers[0]
+        z = F.linear(x, first.weight[:, : self.feature_channels].to(x.dtype), bias.to(x.dtype))
+        for i, layer in enumerate(self.layers):
+            if 0 < i <= until:
+                z = F.linear(torch.relu(z), layer.weight.to(x.dtype), layer.bias.to(x.dtype))
+        if until >= len(self.layers):
+            z = F.linear(torch.relu(z), self.out.weight.to(x.dtype), self.out.bias.to(x.dtype))
+        return z
+
+    def piecewise_linear(self, diff: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """The net on one feature channel, ``diff`` ``(N,)`` -> ``(N,)``, as the exact piecewise-linear function it is.
+
+        Breakpoints on ``[0, 1e6]`` (or up to twice ``max(diff)`` if larger; from ``min(diff)`` if negative), layer by
+        layer in float64: where a unit of the first layer crosses zero, then within each interval (where the layer
+        below is linear) where a unit of the next layer does; the net is evaluated at the breakpoints and linearly
+        interpolated between them (``bias``: the first layer's bias with the offset folded in). The breakpoints do
+        not depend on ``diff`` (absolute differences of normalised features stay far below ``1e6``), so a voxel's
+        weight is the same bit for bit whatever else is in ``diff``: weights of a part of a region equal the
+        region's there.
+        """
+        lo = diff.min().to(torch.float64).clamp(max=0.0)
+        hi = (2 * diff.max().to(torch.float64)).clamp(min=1e6)
+        points = torch.stack([lo, hi])
+        for depth in range(len(self.layers)):
+            z = self._hidden(points[:, None], bias.to(torch.float64), depth)  # (P, H): linear between points
+            a, b = z[:-1], z[1:]
+            cross = (a * b) < 0  # a unit changes sign inside an interval: once, at the linear zero crossing
+            t = a / (a - b)
+            step = (points[1:] - points[:-1])[:, None].expand_as(t)
+            start = points[:-1, None].expand_as(t)
+            points = torch.unique(torch.cat([points, (start + step * t)[cross]]))  # sorted
+        values = self._hidden(points[:, None], bias.to(torch.float64), len(self.layers))[:, 0]
+        slopes = (values[1:] - values[:-1]) / (points[1:] - points[:-1])
+        idx = (torch.searchsorted(points.to(diff.dtype), diff, right=True) - 1).clamp(0, points.numel() - 2)
+        left = points.to(diff.dtype)[idx]
+        return values.to(diff.dtype)[idx] + (diff - left) * slopes.to(diff.dtype)[idx]
+
     def forward(self, diff: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         first = self.layers[0]
         nf = self.feature_channels
         # the offset is constant over the image: fold its part of the first layer into the bias
         bias = first.bias + first.weight[:, nf:] @ offset
+        if nf == 1 and not torch.is_grad_enabled() and diff.numel() > 0:
+            return self.piecewise_linear(diff.reshape(-1), bias).reshape(diff.shape[:-1])
         flat = diff.reshape(-1, nf)
         chunk = flat.shape[0] if diff.is_cuda else self.chunk
         out: List[torch.Tensor] = []

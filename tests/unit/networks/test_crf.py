@@ -195,3 +195,30 @@ def test_window_per_axis_and_shape_errors() -> None:
         crf(torch.zeros(1, 2, 4, 4, 3), torch.zeros(1, 1, 4, 4, 3), torch.zeros(1, 1, 4, 4, 3))
     with pytest.raises(ValueError, match="chunk: expected"):
         PairwiseNet(chunk=0)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("constant", [False, True])
+def test_piecewise_linear_pairwise_net_equals_the_mlp(spatial_dims: int, constant: bool) -> None:
+    """Without gradients the one-channel Pairwise-Net runs as the piecewise-linear function it is: the same weights
+    as the MLP on every voxel (the MLP path, taken with gradients on, is the reference), also for a constant input
+    (one breakpoint) and for random, not the zero-initialised, output layers."""
+    torch.manual_seed(spatial_dims)
+    net = PairwiseNet(1, spatial_dims, hidden=(32, 16))
+    for p in net.parameters():
+        torch.nn.init.normal_(p)
+    diff = torch.full((2, 30, 40, 1), 0.7) if constant else torch.rand(2, 30, 40, 1) * 4
+    offset = torch.tensor([1.0, 0.0, 1.0][:spatial_dims])
+    reference = net(diff, offset).detach()  # gradients on: the MLP on every voxel
+    with torch.no_grad():
+        fast = net(diff, offset)
+    assert fast.shape == reference.shape == (2, 30, 40)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
+    with torch.no_grad():  # a voxel's weight does not depend on the rest of the input: a part gives the same bits
+        assert torch.equal(net(diff[:, 5:17, 3:11], offset), fast[:, 5:17, 3:11])
+    if not constant:  # the breakpoints matter: the line through the two ends is far off
+        x = diff[..., 0]
+        lo, hi = x.min(), x.max()
+        ends = net(torch.stack([lo, hi]).reshape(2, 1), offset).detach()
+        line = ends[0] + (x - lo) / (hi - lo) * (ends[1] - ends[0])
+        assert float((line - reference).abs().max()) > 100 * float((fast - reference).abs().max())

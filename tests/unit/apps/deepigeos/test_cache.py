@@ -187,23 +187,33 @@ def test_preprocessed_once_per_image_object_and_settings_and_the_bytes_kept() ->
 
 
 def test_crf_pair_weights_are_computed_once_per_box_and_give_the_same_labels() -> None:
-    """The same five clicks: with a cache CRF-Net(fu)'s pair weights are computed for the first box and again when
-    click 4 widens it (2 runs instead of 5), and the labels equal those computed without a cache; the weights count
-    in the kept bytes."""
+    """The same five clicks: with a cache CRF-Net(fu)'s pair weights are computed for the first box, and when click
+    4 widens it, only on the shell around the kept box (slabs with the window's context, fewer voxels than the box);
+    they equal the whole box's weights bit for bit, the labels equal those computed without a cache, and the
+    weights count in the kept bytes."""
     torch.manual_seed(0)
     net, crf = rnet(3, **SMALL).eval(), CRFNet(3, 2, 1, window=3, iterations=2).eval()
+    for p in crf.pairwise.parameters():  # away from the zero-initialised output: weights that vary with the image
+        torch.nn.init.normal_(p)
     image, label, sequence = flair_case()
-    runs = []
+    runs: list[int] = []
     pair_weights = crf.pair_weights
-    crf.pair_weights = lambda features: runs.append(1) or pair_weights(features)  # type: ignore[method-assign]
-    cache = RefinementCache()
+    crf.pair_weights = lambda f: runs.append(f.shape[2:].numel()) or pair_weights(f)  # type: ignore[method-assign]
+    cache, steps, boxes = RefinementCache(), [], []
     for k in range(1, len(sequence) + 1):
         fg = [p for c, p in sequence[:k] if c == 1]
         bg = [p for c, p in sequence[:k] if c == 0]
         with_cache = refine_clicks(image, label, fg, bg, net, crf, brain_margin=2, margin=4, cache=cache)
-        cached_runs = len(runs)
+        steps.append(runs[:])
+        boxes.append(cache._crf_key)
         assert torch.equal(with_cache, refine_clicks(image, label, fg, bg, net, crf, brain_margin=2, margin=4))
-        runs = runs[:cached_runs]  # count the cached calls only
-    assert len(runs) == 2
+        runs.clear()  # count the cached calls only
+    box_voxels = [int(np.prod([e - s for s, e in b])) for b in boxes]
+    assert steps[0] == [box_voxels[0]] and steps[1] == steps[2] == steps[4] == []
+    assert boxes[3] != boxes[2] and len(steps[3]) > 1 and sum(steps[3]) < box_voxels[3]  # the shell only
+    fresh = RefinementCache()
+    refine_clicks(image, label, fg, bg, net, crf, brain_margin=2, margin=4, cache=fresh)
+    assert fresh._crf_key == cache._crf_key
+    assert all(torch.equal(a, b) for a, b in zip(cache._crf_weights, fresh._crf_weights))
     maps_and_crop = cache.nbytes - sum(w.element_size() * w.nelement() for w in cache._crf_weights)
     assert cache._crf_weights is not None and len(cache._crf_weights) == 26 and maps_and_crop > 0
