@@ -29,7 +29,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-SPREAD_FILES = {f"tests/bundles/test_{name}.py" for name in ("bundles", "multi_gpu", "preprocessing")}
+SPREAD_FILES = {
+    f"tests/bundles/test_{name}.py" for name in ("bundles", "multi_gpu", "multi_gpu_evaluate", "preprocessing")
+}
 """Files whose tests are independent checks of one bundle each: spread over the workers test by test."""
 
 

@@ -1,4 +1,5 @@
-"""An ignite handler that scores every evaluated volume and writes the evaluation report (CSV, markdown, figure)."""
+"""An ignite handler that scores every evaluated volume and writes the evaluation report (CSV, markdown, figure); under
+``torchrun`` each rank scores its share of the volumes and rank 0 writes the report of all of them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ignite.engine import Engine, Events
 from common.metrics.segmentation import SCORES, binary_volume_scores, summarise
 from common.metrics.surface import EMPTY_MASK_CONVENTION
 from common.utils.atomic_io import atomic_path, write_csv_rows
+from common.utils.distributed import dealt_index, gather_dealt, is_main_process
 from common.visualize.outlines import plot_outlines
 
 __all__ = ["SegmentationReport", "markdown_report"]
@@ -26,6 +28,11 @@ class SegmentationReport:
     surface distances, then the rows) and ``<prefix>_slices.png`` (for the first ``figure_cases`` volumes, the slice
     with the most ground-truth foreground: the image channel ``figure_channel`` with ground-truth and prediction
     outlines).
+
+    Under ``torchrun``, with the evaluator's loader dealing the volumes over the ranks as MONAI's
+    ``DistributedSampler(shuffle=False, even_divisible=False)`` does, each rank scores its own volumes; when the run
+    completes they are gathered in the data set's order (:func:`~common.utils.distributed.gather_dealt`) and rank 0 writes the files, the same
+    as one process writes.
 
     Args:
         output_dir: where the three files go.
@@ -69,7 +76,7 @@ class SegmentationReport:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, lambda e: self.write())
+        engine.add_event_handler(Events.COMPLETED, self._complete)
 
     def _reset(self, engine: Engine) -> None:
         self.rows, self.panels = [], []
@@ -80,11 +87,19 @@ class SegmentationReport:
             outputs, batches = [outputs], [batches]
         for out, batch in zip(outputs, batches):
             item = {**batch, **out}
-            name = str(item.get(self.name_key, len(self.rows)))
+            name = str(item.get(self.name_key, dealt_index(len(self.rows))))
             scores = binary_volume_scores(item[self.pred_key], item[self.label_key], self.spacing)
             self.rows.append({"name": name, **scores})
             if len(self.panels) < self.figure_cases:
                 self.panels.append(self._panel(item, name, scores))
+
+    def _complete(self, engine: Engine) -> None:
+        """Every rank's rows and the first ``figure_cases`` panels, in the data set's order, on every rank; rank 0
+        writes them."""
+        self.rows = gather_dealt(self.rows)
+        self.panels = gather_dealt(self.panels)[: self.figure_cases]
+        if is_main_process():
+            self.write()
 
     def _panel(self, item: Mapping, name: str, scores: Mapping[str, float]) -> dict:
         label = torch.as_tensor(item[self.label_key])[0].cpu() > 0.5

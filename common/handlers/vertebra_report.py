@@ -1,6 +1,7 @@
 """An ignite handler that scores every volume's vertebra instances and writes the evaluation report (CSV per vertebra,
 CSV per accepted instance, CSV per volume, the per-volume scores summarised over volumes with their intervals as CSV
-and markdown, figure)."""
+and markdown, figure); under ``torchrun`` each rank scores its share of the volumes and rank 0 writes the report of all
+of them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ignite.engine import Engine, Events
 
 from common.metrics.instances import IDENTIFICATION_DICE, completeness_scores, instance_scores
 from common.utils.atomic_io import atomic_path, write_csv_rows
+from common.utils.distributed import dealt_index, gather_dealt, is_main_process
 from common.utils.stats import N_RESAMPLES, MeanInterval, bootstrap_mean, format_mean_interval, mean_interval_columns
 
 __all__ = ["VOLUME_SCORES", "VertebraReport"]
@@ -48,6 +50,12 @@ class VertebraReport:
     volume: per-vertebra Dice and ASSD are averaged within each volume first. With ``inferer`` the prediction must be
     on the traversal's grid (no inversion before this handler).
 
+    Under ``torchrun``, with the evaluator's loader dealing the volumes over the ranks as MONAI's
+    ``DistributedSampler(shuffle=False, even_divisible=False)`` does, each rank scores its own volumes (with its own
+    ``inferer``); when the run completes they are gathered in the data set's order
+    (:func:`~common.utils.distributed.gather_dealt`) and rank 0 writes the files, the same as one process
+    writes.
+
     Args:
         output_dir, prefix: where and under which stem the files go.
         spacing: voxel size (mm) of the evaluated grid (1 mm after resampling).
@@ -78,17 +86,30 @@ class VertebraReport:
         self.spacing, self.threshold, self.inferer = spacing, threshold, inferer
         self.complete_fraction = complete_fraction
         self.name_key, self.pred_key, self.label_key = name_key, pred_key, label_key
-        self.rows: list[dict] = []
-        self.instances: list[dict] = []
-        self.volumes: list[dict] = []
+        self.records: list[tuple[dict, list[dict], list[dict]]] = []  # per volume: its row, vertebrae, instances
+
+    @property
+    def volumes(self) -> list[dict]:
+        """One row per volume seen so far."""
+        return [volume for volume, _, _ in self.records]
+
+    @property
+    def rows(self) -> list[dict]:
+        """One row per ground-truth vertebra of the volumes seen so far."""
+        return [row for _, rows, _ in self.records for row in rows]
+
+    @property
+    def instances(self) -> list[dict]:
+        """One row per accepted instance of the volumes seen so far (with ``inferer``)."""
+        return [row for _, _, instances in self.records for row in instances]
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, lambda e: self.write())
+        engine.add_event_handler(Events.COMPLETED, self._complete)
 
     def _reset(self, engine: Engine) -> None:
-        self.rows, self.instances, self.volumes = [], [], []
+        self.records = []
 
     def _collect(self, engine: Engine) -> None:
         outputs, batches = engine.state.output, engine.state.batch
@@ -96,24 +117,29 @@ class VertebraReport:
             outputs, batches = [outputs], [batches]
         for out, batch in zip(outputs, batches):
             item = {**batch, **out}
-            name = item.get(self.name_key, len(self.volumes))
+            name = item.get(self.name_key, dealt_index(len(self.records)))
             name = str(name[0] if isinstance(name, (list, tuple)) else name)
             pred = torch.as_tensor(item[self.pred_key]).cpu().numpy()[0]
             label = torch.as_tensor(item[self.label_key]).cpu().numpy()[0]
             rows, summary = instance_scores(pred, label, self.spacing, self.threshold)
-            self.rows += [{"case": name, **r} for r in rows]
-            volume = {"case": name, **summary}
+            volume, instances = {"case": name, **summary}, []
             last = getattr(self.inferer, "last", None)
             if last is not None:
                 per_instance, completeness = completeness_scores(
                     label, rows, last.instances, last.patch_size, self.complete_fraction
                 )
                 accepted = {i["label"]: i["accepted"] for i in last.instances}
-                self.instances += [{"case": name, "accepted": accepted[r["instance"]], **r} for r in per_instance]
+                instances = [{"case": name, "accepted": accepted[r["instance"]], **r} for r in per_instance]
                 incomplete = sum(not i["complete"] for i in last.instances)
                 volume.update(steps=last.steps, end=last.reason, seconds=round(last.seconds, 3))
                 volume.update(accepted_incomplete=incomplete, **completeness)
-            self.volumes.append(volume)
+            self.records.append((volume, [{"case": name, **r} for r in rows], instances))
+
+    def _complete(self, engine: Engine) -> None:
+        """Every rank's volumes, in the data set's order, on every rank; rank 0 writes them."""
+        self.records = gather_dealt(self.records)
+        if is_main_process():
+            self.write()
 
     def summary(self) -> dict[str, MeanInterval]:
         """Each score of :data:`VOLUME_SCORES` the volumes hold, over the volumes seen so far: mean, sample sd and
@@ -209,12 +235,11 @@ class VertebraReport:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        for v in self.volumes:
-            rows = [r for r in self.rows if r["case"] == v["case"]]
-            ax.plot([r["vertebra"] for r in rows], [r["dice"] for r in rows], "o-", label=v["case"], ms=3)
+        for volume, rows, _ in self.records:
+            ax.plot([r["vertebra"] for r in rows], [r["dice"] for r in rows], "o-", label=volume["case"], ms=3)
         ax.axhline(self.threshold, color="grey", ls="--", lw=0.8)
         ax.set(xlabel="vertebra (label value)", ylabel="Dice", ylim=(-0.02, 1.02), title="Dice per vertebra")
-        if len(self.volumes) <= 10:
+        if len(self.records) <= 10:
             ax.legend(fontsize=6)
         fig.tight_layout()
         with atomic_path(path) as tmp:

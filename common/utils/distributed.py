@@ -25,6 +25,8 @@ __all__ = [
     "is_main_process",
     "shard",
     "gather",
+    "dealt_index",
+    "gather_dealt",
     "map_in_order",
     "all_reduce_sum",
     "barrier",
@@ -85,12 +87,27 @@ def gather(local: Sequence[Any]) -> list[Any]:
     return [item for part in parts for item in part]
 
 
+def dealt_index(position: int) -> int:
+    """The index in a shared list of this rank's ``position``-th item, when the list is dealt over the ranks as
+    :func:`shard` and MONAI's ``DistributedSampler(shuffle=False, even_divisible=False)`` deal it (every
+    ``world``-th item from position ``rank``): ``rank + position * world`` (``position`` in one process)."""
+    rank, world = rank_and_world()
+    return rank + position * world
+
+
+def gather_dealt(local: Sequence[T]) -> list[T]:
+    """Every rank's ``local`` items (its share of a list dealt as :func:`dealt_index` says, in order) on every rank,
+    back in the order of the shared list (``local`` unchanged in one process): what one process going through the
+    whole list would hold."""
+    tagged = gather([(dealt_index(position), item) for position, item in enumerate(local)])
+    return [item for _, item in sorted(tagged, key=lambda pair: pair[0])]
+
+
 def map_in_order(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(item) for item in items]`` on every rank, each item computed on one rank only (its :func:`shard` of the
     positions; ``items`` is indexed, so a MONAI ``Dataset`` loads only this rank's items) and the results gathered
     back into the order of ``items``. ``fn`` must not depend on the rank it runs on (seed by item, not by process)."""
-    local = [(i, fn(items[i])) for i in shard(range(len(items)))]
-    return [out for _, out in sorted(gather(local), key=lambda pair: pair[0])]
+    return gather_dealt([fn(items[i]) for i in shard(range(len(items)))])
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

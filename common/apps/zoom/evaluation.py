@@ -1,5 +1,6 @@
 """The lesion evaluation: each trained stage (zoom-in only, zoom-in & zoom-out) with each inference mode (sliding
-window over the whole volume, the original's centre crop) on the same held-out subjects."""
+window over the whole volume, the original's centre crop) on the same held-out subjects; under ``torchrun`` the
+subjects are dealt over the ranks and rank 0 writes the reports of all of them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from common.apps.zoom.report import summarise_settings, write_reports
 from common.metrics.lesion import lesion_scores
+from common.utils.distributed import gather, is_main_process, shard
 
 __all__ = ["LesionEvaluation"]
 
@@ -38,7 +40,11 @@ class LesionEvaluation:
         connectivity: of the lesions for the challenge metrics.
 
     ``run()`` returns the per-subject rows (``model``, ``inference``, ``case``, the scores and ``seconds``, the time of
-    the prediction alone) and logs the summary.
+    the prediction alone) and logs the summary. Under ``torchrun`` (process group joined, e.g. by
+    :func:`~common.utils.distributed.init_distributed`) each rank loads and scores its share of ``data``
+    (:func:`~common.utils.distributed.shard`); every rank returns all rows, in the order one process gives them
+    (settings in the order of ``models`` and ``inferers``, subjects in the order of ``data``), and rank 0 writes the
+    reports.
     """
 
     def __init__(
@@ -76,25 +82,21 @@ class LesionEvaluation:
         return (prob[0, 0] > self.threshold).cpu(), time.perf_counter() - t0
 
     def run(self) -> list[dict]:
-        rows: list[dict] = []
-        items = [self.data[k] for k in range(len(self.data))]  # loaded once, shared by every setting
-        for model_name, network in self.models.items():
+        scored: list[tuple[tuple[int, int, int], dict]] = []  # ((model, inference, subject) positions, row)
+        items = {k: self.data[k] for k in shard(range(len(self.data)))}  # this rank's, loaded once for every setting
+        for m, (model_name, network) in enumerate(self.models.items()):
             network = network.to(self.device).eval()
-            for inference, inferer in self.inferers.items():
-                for item in items:
+            for i, (inference, inferer) in enumerate(self.inferers.items()):
+                for k, item in items.items():
                     image, label = item["image"], item["label"]
                     spacing = tuple(float(s) for s in image.pixdim[:3]) if isinstance(image, MetaTensor) else None
                     pred, seconds = self._predict(network, inferer, image)
                     scores = lesion_scores(pred, torch.as_tensor(label)[0], spacing, self.connectivity)
-                    rows.append(
-                        {
-                            "model": model_name,
-                            "inference": inference,
-                            "case": item["case"],
-                            **scores,
-                            "seconds": seconds,
-                        }
-                    )
+                    row = {"model": model_name, "inference": inference, "case": item["case"], **scores}
+                    scored.append(((m, i, k), row | {"seconds": seconds}))
+        rows = [row for _, row in sorted(gather(scored), key=lambda s: s[0])]
+        if not is_main_process():
+            return rows
         write_reports(rows, self.output_dir)
         for r in summarise_settings(rows):
             logger.info(
