@@ -7,17 +7,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.networks.checkpointing import ActivationCheckpointing
+
 __all__ = ["IterativeFCN"]
 
 
-def _block(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for c in (in_channels, out_channels):
-        layers.append(nn.Conv3d(c, out_channels, 3, padding=1, bias=not norm))
-        if norm:
-            layers.append(nn.BatchNorm3d(out_channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+class _ConvBlock(ActivationCheckpointing, nn.Sequential):
+    """Two 3x3x3 convolutions, each followed by batch norm (with ``norm``) and ReLU:
+    ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``; activations recomputed in backward with ``checkpoint``."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: bool, checkpoint: bool) -> None:
+        layers: list[nn.Module] = []
+        for c in (in_channels, out_channels):
+            layers.append(nn.Conv3d(c, out_channels, 3, padding=1, bias=not norm))
+            if norm:
+                layers.append(nn.BatchNorm3d(out_channels))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+        self.checkpoint = checkpoint
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x)
+        return x
 
 
 class IterativeFCN(nn.Module):
@@ -33,18 +45,27 @@ class IterativeFCN(nn.Module):
         features: channels at every level (64 in the paper).
         levels: resolution levels (4: spatial sizes must be multiples of ``2 ** (levels - 1)``).
         norm: batch norm after each convolution.
+        checkpoint: activation checkpointing in training mode: each level's block keeps only its input and computes
+            its activations again in the backward pass
+            (:class:`~common.networks.checkpointing.ActivationCheckpointing`): the same outputs, gradients and
+            running statistics, less memory (the paper-size training step: the bundle card's memory options), about
+            one more forward pass of compute. Eval mode and TorchScript copies are unaffected.
 
     Input ``(B, in_channels, X, Y, Z)``; output ``(B, 2, X, Y, Z)``: channel 0 the segmentation logit of the next
     vertebra per voxel, channel 1 the completeness logit of the patch (one value, repeated over the patch so that the
     network has one tensor output, as TorchScript export and the bundle's in/out check expect).
     """
 
-    def __init__(self, in_channels: int = 2, features: int = 64, levels: int = 4, norm: bool = True) -> None:
+    def __init__(
+        self, in_channels: int = 2, features: int = 64, levels: int = 4, norm: bool = True, checkpoint: bool = False
+    ) -> None:
         super().__init__()
         if levels < 2:
             raise ValueError(f"levels: expected >= 2, found {levels}")
-        self.down = nn.ModuleList([_block(in_channels if i == 0 else features, features, norm) for i in range(levels)])
-        self.up = nn.ModuleList([_block(2 * features, features, norm) for _ in range(levels - 1)])
+        self.down = nn.ModuleList(
+            [_ConvBlock(in_channels if i == 0 else features, features, norm, checkpoint) for i in range(levels)]
+        )
+        self.up = nn.ModuleList([_ConvBlock(2 * features, features, norm, checkpoint) for _ in range(levels - 1)])
         self.pool = nn.MaxPool3d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.segment = nn.Conv3d(features, 1, 1)

@@ -9,29 +9,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.networks.checkpointing import ActivationCheckpointing
+
 __all__ = ["ResidualBlock3d", "ResUNet3d"]
 
 
-class ResidualBlock3d(nn.Module):
+class ResidualBlock3d(ActivationCheckpointing, nn.Module):
     """``x + f(x)`` with ``f`` = ReLU, conv 3x3x3, GroupNorm, ReLU, conv 3x3x3, GroupNorm, ReLU (the activation comes
     before each convolution: pre-activation). The identity has no weights: where the channel count changes it is
     padded or cut at the front of the channel axis, as the original code's ``F.pad`` with ``pad[6] = out - in``:
     zero channels are prepended (more channels), or its last ``out_channels`` channels are kept (fewer; in a decoder
-    block after ``cat([upsampled, skip])`` these are the encoder skip's).
+    block after ``cat([upsampled, skip])`` these are the encoder skip's). With ``checkpoint``, in training mode only
+    the block's input is kept and ``f`` is computed again in the backward pass
+    (:class:`~common.networks.checkpointing.ActivationCheckpointing`: same outputs and gradients, less memory).
 
     Shapes: ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_groups: int = 8) -> None:
+    def __init__(self, in_channels: int, out_channels: int, num_groups: int = 8, checkpoint: bool = False) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.checkpoint = checkpoint
         self.conv1 = nn.Conv3d(in_channels, out_channels, 3, padding=1)
         self.norm1 = nn.GroupNorm(num_groups, out_channels)
         self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(num_groups, out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(self.conv1(F.relu(x)))
         y = F.relu(self.norm2(self.conv2(F.relu(y))))
         # (B, in, *S) -> (B, out, *S): a negative pad cuts the first in - out channels, a positive one prepends zeros
@@ -44,10 +49,12 @@ class _Up(nn.Module):
     the result (resized trilinearly to the skip's size where a max pool floored an odd size, as in the original) is
     concatenated with the skip connection of that level."""
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, num_groups: int) -> None:
+    def __init__(
+        self, in_channels: int, mid_channels: int, out_channels: int, num_groups: int, checkpoint: bool
+    ) -> None:
         super().__init__()
-        self.block1 = ResidualBlock3d(in_channels, mid_channels, num_groups)
-        self.block2 = ResidualBlock3d(mid_channels, mid_channels, num_groups)
+        self.block1 = ResidualBlock3d(in_channels, mid_channels, num_groups, checkpoint)
+        self.block2 = ResidualBlock3d(mid_channels, mid_channels, num_groups, checkpoint)
         self.up = nn.ConvTranspose3d(mid_channels, out_channels, 2, stride=2)
         self.norm = nn.GroupNorm(num_groups, out_channels)
 
@@ -75,6 +82,10 @@ class ResUNet3d(nn.Module):
         out_channels: output logits (1: lesion).
         features: channels per level, each divisible by ``num_groups``; default ``(32, 64, 128, 256)``.
         num_groups: GroupNorm groups (8).
+        checkpoint: activation checkpointing in training mode: every residual block keeps only its input and computes
+            its activations again in the backward pass; same outputs and gradients, less memory, about one more
+            forward pass of compute (see the bundle card's memory options). Eval mode and TorchScript copies are
+            unaffected.
 
     Shapes: ``(B, in_channels, H, W, D)`` -> ``(B, out_channels, H, W, D)``, any size of at least
     ``2 ** (len(features) - 1)`` per axis; where a size is not divisible by it (the paper's zoom-out crop 144x172x168:
@@ -87,6 +98,7 @@ class ResUNet3d(nn.Module):
         out_channels: int = 1,
         features: Sequence[int] = (32, 64, 128, 256),
         num_groups: int = 8,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         features = [int(f) for f in features]
@@ -94,20 +106,20 @@ class ResUNet3d(nn.Module):
             raise ValueError(
                 f"features: expected at least 2 levels, each divisible by num_groups={num_groups}, found {features}"
             )
-        self.stem = ResidualBlock3d(in_channels, features[0], num_groups)
+        self.stem = ResidualBlock3d(in_channels, features[0], num_groups, checkpoint)
         self.down = nn.ModuleList(
             nn.Sequential(
                 nn.MaxPool3d(2),
-                ResidualBlock3d(features[k - 1], features[k], num_groups),
-                ResidualBlock3d(features[k], features[k], num_groups),
+                ResidualBlock3d(features[k - 1], features[k], num_groups, checkpoint),
+                ResidualBlock3d(features[k], features[k], num_groups, checkpoint),
             )
             for k in range(1, len(features))
         )
-        ups = [_Up(features[-1], features[-1], features[-2], num_groups)]
+        ups = [_Up(features[-1], features[-1], features[-2], num_groups, checkpoint)]
         for k in range(len(features) - 2, 0, -1):
-            ups.append(_Up(2 * features[k], features[k], features[k - 1], num_groups))
+            ups.append(_Up(2 * features[k], features[k], features[k - 1], num_groups, checkpoint))
         self.up = nn.ModuleList(ups)
-        self.top = ResidualBlock3d(2 * features[0], features[0], num_groups)
+        self.top = ResidualBlock3d(2 * features[0], features[0], num_groups, checkpoint)
         self.head = nn.ConvTranspose3d(features[0], out_channels, 1)
         for m in self.modules():
             if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
