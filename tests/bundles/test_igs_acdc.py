@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
+from monai.bundle import run as bundle_run
 
+from common.apps.igs.comparison import RANK_STATE_FILES, STATE_FILE
 from common.transforms import save_line_pattern
-from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle
+from tests.bundles.conftest import REPO, SPECS, bundle_command, run_bundle, torchrun_bundle
 
 BUNDLE = "igs_acdc"
 SIZE = 32  # conftest.SPECS tiny image_size
@@ -210,3 +214,111 @@ def test_inference_with_other_network_settings_says_which(trained_bundle):
     assert f"found weights trained with image_size={SIZE}, num_classes=4, unet_features={trained}" in r.stderr
     assert f"pass the same overrides, e.g. --unet_features '{json.dumps(trained)}'" in r.stderr
     assert "size mismatch" not in r.stderr  # PyTorch's list of every tensor is not shown
+
+
+def _multi_gpu(root: Path, step: str, tiny: Path) -> list[Path]:
+    """The configs of ``step`` under torchrun as the card types them (multi_gpu_evaluate.json merged on top), plus
+    the tiny overrides."""
+    return [root / "configs" / c for c in ("train.json", step, "multi_gpu_evaluate.json")] + [tiny]
+
+
+@pytest.mark.slow
+def test_search_under_torchrun_chooses_the_lines_of_one_process(searched, tmp_path):
+    """The search with multi_gpu_evaluate.json, 2 gloo processes: each rank caches and scores its share of the
+    training batches and every gradient and loss is summed over the ranks in a fixed order, so every step, lookahead,
+    guard and swap chooses what the one-process search of ``searched`` chose (its float losses to 1e-6: that run's
+    thread count may differ); only rank 0 writes."""
+    models, out = searched.root / "models", tmp_path / "two"
+    out.mkdir()
+    for path in models.glob("loupe_phase_x*"):  # LOUPE's pattern is one of the guards, as in `searched`
+        shutil.copy(path, out)
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    args = ("--dataset_dir", str(searched.data), "--igs_forward_model", "phase", "--igs#output_dir", str(out))
+    logs = torchrun_bundle(searched.root, _multi_gpu(searched.root, "igs_search.json", tiny), tmp_path, *args)
+    for acc in (16, 8, 4):
+        one = json.loads((models / f"igs_phase_x{acc}.json").read_text())
+        two = json.loads((out / f"igs_phase_x{acc}.json").read_text())
+        assert [two[k] for k in ("order", "source", "swaps", "nested")] == [
+            one[k] for k in ("order", "source", "swaps", "nested")
+        ], acc
+        assert two["search_loss"] == pytest.approx(one["search_loss"], abs=1e-6)
+        assert two["guard_losses"] == pytest.approx(one["guard_losses"], abs=1e-6) and "loupe" in two["guard_losses"]
+    assert all("IGS search done" in logs[rank] for rank in (0, 1))
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_loupe_under_torchrun_resumes_and_leaves_a_state_one_process_resumes(searched, tmp_path):
+    """LOUPE with multi_gpu_evaluate.json (theta in DistributedDataParallel, 2 gloo processes): it resumes the x16
+    state one process left after epoch 1 (time limit 0), finishes x16 and stops after x8's first epoch (the time limit,
+    agreed by both ranks), x8's state written once, by rank 0; one process then finishes from that state."""
+    out = tmp_path / "loupe"
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    settings = {"dataset_dir": str(searched.data), "loupe_forward_model": "phase", "loupe#output_dir": str(out)}
+
+    def one_process(time_limit: float | None) -> None:
+        files = [str(searched.root / "configs" / c) for c in ("train.json", "loupe.json")] + [str(tiny)]
+        meta = str(searched.root / "configs" / "metadata.json")
+        bundle_run(
+            "run",
+            config_file=files,
+            meta_file=meta,
+            logging_file=False,
+            bundle_root=str(searched.root),
+            **settings,
+            loupe_time_limit=time_limit,
+        )
+
+    one_process(0)
+    assert [p.name for p in out.glob("loupe_*")] == ["loupe_phase_x16_state.pt"]
+    args = [arg for key, value in settings.items() for arg in (f"--{key}", value)]
+    logs = torchrun_bundle(
+        searched.root, _multi_gpu(searched.root, "loupe.json", tiny), tmp_path, *args, "--loupe_time_limit", "0"
+    )
+    assert all("LOUPE x16: resuming from" in logs[rank] for rank in (0, 1))
+    finished = [re.search(r"LOUPE x16: 2 lines, loss \S+ at the binary pattern", logs[rank]) for rank in (0, 1)]
+    assert finished[0] and finished[1] and finished[0][0] == finished[1][0]  # the same theta on both ranks
+    assert sorted(p.name for p in out.glob("*.pt")) == ["loupe_phase_x8_state.pt"] and not list(out.glob(".*.tmp"))
+    assert torch.load(out / "loupe_phase_x8_state.pt", weights_only=True)["epoch"] == 1
+    meta = json.loads((out / "loupe_phase_x16.json").read_text())
+    assert meta["epochs"] == 2 and len(meta["loss_history"]) == 2 and meta["num_lines"] == SIZE // 16
+    one_process(None)
+    assert not list(out.glob("*.pt"))
+    for acc in (8, 4):
+        meta = json.loads((out / f"loupe_phase_x{acc}.json").read_text())
+        assert len(meta["loss_history"]) == 2 and int(np.load(out / f"loupe_phase_x{acc}.npy").sum()) == SIZE // acc
+
+
+@pytest.mark.slow
+def test_comparison_under_torchrun_deals_the_rows_and_writes_what_one_process_writes(searched, tmp_path, monkeypatch):
+    """evaluate.json with multi_gpu_evaluate.json, 2 gloo processes, resumed from the states of a stopped two-process
+    run (rank 0's and rank 1's files) holding every other row of a one-process run: each rank computes its share of
+    the rest (none twice, none of the finished), rank 0 gathers them and writes the tables, per-volume CSVs, intervals
+    and figure byte for byte as one process, and merges the rows into one state file."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per process in both runs (torchrun_bundle's setting)
+    args = ["--dataset_dir", str(searched.data), "--forward_models", "['phase']", "--comparison_seeds", "[0, 1]"]
+    args += ["--fine_tune_seeds", "[1]", "--comparison_accelerations", "[8]"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_bundle(searched.root, ["train.json", "evaluate.json"], tmp_path, *args, "--output_dir", str(one))
+    state = torch.load(one / STATE_FILE, weights_only=False)
+    keys = list(state["done"])
+    two.mkdir()
+    torch.save({**state, "done": {k: state["done"][k] for k in keys[0::4]}}, two / STATE_FILE)
+    torch.save({**state, "done": {k: state["done"][k] for k in keys[2::4]}}, two / RANK_STATE_FILES.replace("*", "1"))
+    configs = _multi_gpu(searched.root, "evaluate.json", tmp_path / "tiny.json")
+    logs = torchrun_bundle(searched.root, configs, tmp_path, *args, "--output_dir", str(two))
+
+    written = sorted(p.name for p in one.iterdir() if p.name != STATE_FILE)
+    assert "pattern_comparison_dice_raw.csv" in written and "pattern_comparison_intervals.csv" in written
+    assert sorted(p.name for p in two.iterdir() if p.name != STATE_FILE) == written
+    for name in written:
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    row = re.compile(r" - INFO - (phase (?:frozen|fine_tuned) \S+ x\d+(?: seed \d+)?): ")
+    computed = [set(row.findall(logs[rank])) for rank in (0, 1)]
+    assert not computed[0] & computed[1] and abs(len(computed[0]) - len(computed[1])) <= 1
+    assert len(computed[0] | computed[1]) == len(keys) - len(keys[::2])
+    assert all(f"resuming with {len(keys[::2])} finished rows" in logs[rank] for rank in (0, 1))
+    assert set(torch.load(two / STATE_FILE, weights_only=False)["done"]) == set(keys)
+    assert not list(two.glob(RANK_STATE_FILES))

@@ -19,7 +19,7 @@ from monai.networks.nets import BasicUNet
 from common.data import BRATS_MODALITIES as MODS
 from common.synthetic.brats import VALIDATION_FOLDERS
 from common.transforms import KSpaceUndersample, ZScoreSlices
-from tests.bundles.conftest import REPO, SPECS, check_mlflow_run, run_bundle
+from tests.bundles.conftest import REPO, SPECS, check_mlflow_run, run_bundle, torchrun_bundle
 
 BUNDLE = "igs_brats"
 SIZE = 32  # the synthetic slices of conftest.SPECS: 32x32, lines along H
@@ -269,3 +269,24 @@ def test_task_trains_searches_and_compares_through_its_override(trained_bundle, 
         assert all(float(r["ssim"]) == pytest.approx(np.mean([float(r[k]) for k in keys]), abs=1e-6) for r in rows)
     check_task_inference(tb, task, tmp_path)
     check_task_export(tb, task, tmp_path)
+
+
+@pytest.mark.slow
+def test_per_modality_search_under_torchrun_chooses_the_lines_of_one_process(searched, tmp_path):
+    """The per-modality search (lookahead, swaps) with multi_gpu_evaluate.json, 2 gloo processes: each rank caches
+    and scores its share of the training batches, the sums go over the ranks in a fixed order, and every modality's
+    lines are those of the one-process search of ``searched`` (made before LOUPE's patterns existed, as this one:
+    the same guards; its float losses to 1e-6, since that run's thread count may differ)."""
+    out = tmp_path / "two"
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(SPECS[BUNDLE].tiny))
+    configs = [searched.root / "configs" / c for c in ("train.json", "igs_search.json", "multi_gpu_evaluate.json")]
+    args = ("--dataset_dir", str(searched.data), "--igs#output_dir", str(out))
+    logs = torchrun_bundle(searched.root, [*configs, tiny], tmp_path, *args)
+    for acc in (16, 8, 4):
+        one = json.loads((searched.root / "models" / f"igs_phase_x{acc}.json").read_text())
+        two = json.loads((out / f"igs_phase_x{acc}.json").read_text())
+        assert len(two["orders"]) == MODALITIES and two["orders"] == one["orders"], acc
+        assert two["search_loss"] == pytest.approx(one["search_loss"], abs=1e-6)
+        assert two["guard_losses"] == pytest.approx(one["guard_losses"], abs=1e-6)
+    assert all("IGS search done" in logs[rank] for rank in (0, 1)) and (out / "igs_phase_channels.png").is_file()

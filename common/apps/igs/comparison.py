@@ -1,6 +1,7 @@
 """Compare k-space line patterns by a downstream task (segmentation: Dice, HD95, ASSD per volume; classification:
 accuracy, ROC AUC; reconstruction: SSIM, PSNR): learned patterns against the baselines at equal budgets, under each
-forward model, with a frozen network and fine-tuned per pattern."""
+forward model, with a frozen network and fine-tuned per pattern; under ``torchrun`` the rows are dealt over the
+ranks."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from common.transforms.kspace.masks import (
     num_lines,
 )
 from common.utils.atomic_io import atomic_path, write_csv_rows
+from common.utils.distributed import barrier, gather, is_main_process, rank_and_world, shard
 from common.utils.fingerprint import as_fingerprint
 
 __all__ = [
@@ -48,13 +50,22 @@ __all__ = [
     "PATTERN_SOURCES",
     "learned_pattern_file",
     "STATE_FILE",
+    "RANK_STATE_FILES",
     "PatternComparison",
 ]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "pattern_comparison_state.pt"
-"""In ``output_dir``: every finished row so far, so that a stopped comparison resumes (:meth:`PatternComparison.run`)."""
+"""In ``output_dir``: every finished row so far, so that a stopped comparison resumes (:meth:`PatternComparison.run`).
+Under ``torchrun`` rank 0 writes it and rank ``r`` > 0 writes ``pattern_comparison_state_rank<r>.pt``
+(:data:`RANK_STATE_FILES`) beside it; a rerun reads them all, and rank 0 merges them into this file at the end."""
+
+RANK_STATE_FILES = "pattern_comparison_state_rank*.pt"
+"""The pattern of the other ranks' state files in ``output_dir`` (see :data:`STATE_FILE`)."""
+
+Job = tuple[str, str, str, int, int | None]
+"""One row: ``(forward model, protocol, pattern, acceleration, seed)``."""
 
 # fastMRI's centre fractions for the equispaced and random baselines, by acceleration (methods.md).
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04, 16: 0.04}
@@ -124,6 +135,13 @@ class PatternComparison:
     ``surface_missed`` / ``surface_spurious`` (:data:`~common.metrics.EMPTY_MASK_CONVENTION`). ``lines`` and
     ``distinct_f`` count one pattern row (per channel for a per-channel pattern; a ``(W,)`` pattern is every
     channel's).
+
+    Under ``torchrun`` (the process group joined, e.g. by :func:`common.utils.distributed.init_distributed`) the rows
+    not yet finished (``(forward model, protocol, pattern, acceleration, seed)``, the fine-tunings being the costly
+    ones) are dealt over the ranks (:func:`~common.utils.distributed.shard`); each rank computes the spectra of the
+    forward models of its rows only and saves each row it finishes to its own state file (:data:`STATE_FILE`), and
+    rank 0 gathers the rows and writes every table and figure: the files one process writes (a row's values are
+    computed on one rank as one process computes them, the fine-tuning seeded by ``seed`` whatever ran before it).
 
     Writes to ``output_dir``: ``pattern_comparison.csv`` (one row per forward model, protocol, pattern, acceleration
     and seed; ``seed`` empty for unseeded patterns), ``pattern_comparison.md`` (one section per forward model; seeded
@@ -384,35 +402,45 @@ class PatternComparison:
             }
         )
 
+    def _state_files(self) -> list[Path]:
+        """The state files in ``output_dir``: :data:`STATE_FILE` and the other ranks' (:data:`RANK_STATE_FILES`)."""
+        main = self.output_dir / STATE_FILE
+        return ([main] if main.is_file() else []) + sorted(self.output_dir.glob(RANK_STATE_FILES))
+
     def _load_state(self, expected: dict) -> dict[str, dict]:
-        """The finished rows of :data:`STATE_FILE` (``{run key: {"row", "detail"}}``; empty if there is none); raise
-        naming the file and each differing setting if it was made with other settings."""
-        path = self.output_dir / STATE_FILE
-        if not path.is_file():
-            return {}
-        state = torch.load(path, map_location="cpu", weights_only=False)  # written by _save_state only
-        check_fingerprint(
-            state.get("fingerprint") if isinstance(state, dict) else None,
-            expected,
-            path,
-        )
-        logger.info("pattern comparison: resuming with %d finished rows from %s", len(state["done"]), path)
-        return state["done"]
+        """The finished rows of every state file (``{run key: {"row", "detail"}}``; empty if there is none); raise
+        naming the file and each differing setting if one was made with other settings."""
+        done: dict[str, dict] = {}
+        for path in self._state_files():
+            state = torch.load(path, map_location="cpu", weights_only=False)  # written by _save_state only
+            check_fingerprint(state.get("fingerprint") if isinstance(state, dict) else None, expected, path)
+            done.update(state["done"])
+        if done:
+            logger.info("pattern comparison: resuming with %d finished rows from %s", len(done), self.output_dir)
+        return done
 
     def _save_state(self, expected: dict, done: dict[str, dict]) -> None:
+        """``done`` to this rank's state file (:data:`STATE_FILE` on rank 0)."""
+        rank = rank_and_world()[0]
+        name = STATE_FILE if rank == 0 else RANK_STATE_FILES.replace("*", str(rank))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.output_dir / STATE_FILE) as tmp:
+        with atomic_path(self.output_dir / name) as tmp:
             torch.save({"fingerprint": expected, "done": done}, tmp)
+
+    def _jobs(self) -> list[Job]:
+        """Every row, forward model by forward model in :meth:`_runs`' order (the order of the tables)."""
+        return [(fm, *run) for fm in self.forward_models for run in self._runs()]
 
     def run(self) -> list[dict]:
         """Evaluate every (forward model, protocol, pattern, acceleration, seed) and write the tables and figure;
-        returns the rows (as in the CSV).
+        returns the rows (as in the CSV), on every rank.
 
-        Each finished row is saved at once to ``output_dir/`` :data:`STATE_FILE`, under a key that holds its pattern's
-        values (a pattern file searched again is a new row), with :meth:`fingerprint`: a rerun with the same settings
-        takes the finished rows from it and runs only the others (a fine-tuning uses the same seed whatever ran
-        before it, so the rows are those of one uninterrupted run), and a state made with other settings is refused
-        naming them. Delete the file to start afresh."""
+        Each finished row is saved at once to the rank's state file (``output_dir/`` :data:`STATE_FILE` in one
+        process), under a key that holds its pattern's values (a pattern file searched again is a new row), with
+        :meth:`fingerprint`: a rerun with the same settings, on any number of ranks, takes the finished rows from the
+        state files and runs only the others (a fine-tuning uses the same seed whatever ran before it, so the rows are
+        those of one uninterrupted run), and a state made with other settings is refused naming them. Delete the
+        files to start afresh."""
         t0 = time.perf_counter()
         self.network.to(self.device).eval()
         width = np.asarray(self.test_data[0]["image"]).shape[self.pe_dim]
@@ -421,67 +449,100 @@ class PatternComparison:
         volumes = volume_keys(self.test_data)
         expected = self.fingerprint()
         done = self._load_state(expected)
-        rows, details, runs_done = [], [], []
-        runs = self._runs()
+        jobs = self._jobs()
+        masks = {
+            (fm, pattern, acc, seed): (
+                learned[(fm, pattern, acc)] if pattern in self.learned else baseline[(pattern, acc, seed)]
+            )
+            for fm, _, pattern, acc, seed in jobs
+        }
+        keys = {job: self._key(job, masks[(job[0], *job[2:])]) for job in jobs}
+        mine = shard([job for job in jobs if keys[job] not in done])
+        finished = {}
         for fm in self.forward_models:
-            cache = {
-                "device": self.device,
-                "batch_size": self.batch_size,
-                "pe_dim": self.pe_dim,
-                "forward_model": fm,
-                "max_phase": self.max_phase,
-            }
-            test = cache_line_spectra(self.test_data, phase_seed_base=self.test_phase_seed, **cache)
-            train = []
-            if "fine_tuned" in self.protocols:
-                train = cache_line_spectra(self.train_data, phase_seed_base=self.train_phase_seed, **cache)
-            masks = {
-                (pattern, acc, seed): (
-                    learned[(fm, pattern, acc)] if pattern in self.learned else baseline[(pattern, acc, seed)]
-                ).to(self.device)
-                for _, pattern, acc, seed in runs
-            }
-            search_losses = self._search_losses(masks, {**cache, "batch_size": self.search_loss_batch})
-            for protocol, pattern, acc, seed in tqdm(runs, desc=f"patterns ({fm})", disable=None):
-                mask = masks[(pattern, acc, seed)]
-                run = f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}"
-                key = f"{run}/{hashlib.sha256(mask.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]}"
-                if key in done:
-                    rows.append(done[key]["row"])
-                    runs_done.append(run)
-                    details.append(done[key]["detail"])
-                    continue
-                net = self.network
-                if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
-                    net = fine_tune(
-                        self.network,
-                        train,
-                        mask,
-                        self.fine_tune_epochs,
-                        self.fine_tune_lr,
-                        pe_dim=self.pe_dim,
-                        amp=self.amp,
-                        seed=self.seed,
-                        loss=self.fine_tune_loss,
-                    )
-                pred, label = self.scorer.predict(net, test, mask, self.pe_dim, self.amp)
-                metrics, detail = self.scorer.score(pred, label, self.test_data)
-                if search_losses:
-                    metrics = {"search_loss": search_losses[(pattern, acc, seed)], **metrics}
-                rows.append(self._row(fm, protocol, pattern, acc, seed, mask, metrics))
-                runs_done.append(run)
-                details.append(detail)
-                done[key] = {"row": rows[-1], "detail": detail}
-                self._save_state(expected, done)
-                shown = ", ".join(f"{k} {rows[-1][k]:.4f}" for k, _, _ in self.scorer.tables())
-                seed_text = "" if seed is None else f" seed {seed}"
-                logger.info("%s %s %s x%d%s: %s", fm, protocol, pattern, acc, seed_text, shown)
-            del test, train  # one forward model's spectra in memory at a time
-        headline = self.scorer.volume_headline(runs_done, details, self.test_data)
-        self._write(rows, len(self.test_data), len(set(volumes)), headline)
-        self.scorer.write_details(self.output_dir, runs_done, details, self.test_data)
+            todo = [job for job in mine if job[0] == fm]
+            if todo:
+                finished |= self._run_forward_model(fm, todo, masks, keys, expected, done)
+        done |= dict(gather(list(finished.items())))
+        rows = [done[keys[job]]["row"] for job in jobs]
+        details = [done[keys[job]]["detail"] for job in jobs]
+        runs_done = [self._run_name(job) for job in jobs]
+        if is_main_process():
+            self._save_state(expected, done)  # every rank's rows in one file
+            for path in self.output_dir.glob(RANK_STATE_FILES):
+                path.unlink()
+            headline = self.scorer.volume_headline(runs_done, details, self.test_data)
+            self._write(rows, len(self.test_data), len(set(volumes)), headline)
+            self.scorer.write_details(self.output_dir, runs_done, details, self.test_data)
+        barrier()  # every rank returns once the files are written
         logger.info("pattern comparison done in %.1f s -> %s", time.perf_counter() - t0, self.output_dir)
         return rows
+
+    @staticmethod
+    def _run_name(job: Job) -> str:
+        """``<forward_model>/<protocol>/<pattern>/x<acc>/<seed<s> or ->``: a row's name in the per-volume CSVs."""
+        fm, protocol, pattern, acc, seed = job
+        return f"{fm}/{protocol}/{pattern}/x{acc}/{'-' if seed is None else f'seed{seed}'}"
+
+    def _key(self, job: Job, mask: torch.Tensor) -> str:
+        """A row's key in the state: its name and a digest of its pattern's values."""
+        digest = hashlib.sha256(mask.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
+        return f"{self._run_name(job)}/{digest}"
+
+    def _run_forward_model(
+        self,
+        fm: str,
+        todo: list[Job],
+        masks: dict[tuple, torch.Tensor],
+        keys: dict[Job, str],
+        expected: dict,
+        done: dict[str, dict],
+    ) -> dict[str, dict]:
+        """This rank's rows ``todo`` of the forward model ``fm``, each saved to the rank's state as it finishes (and
+        added to ``done``); returns ``{key: {"row", "detail"}}`` of them."""
+        cache = {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "pe_dim": self.pe_dim,
+            "forward_model": fm,
+            "max_phase": self.max_phase,
+        }
+        test = cache_line_spectra(self.test_data, phase_seed_base=self.test_phase_seed, **cache)
+        train = []
+        if any(protocol == "fine_tuned" and pattern != "full" for _, protocol, pattern, _, _ in todo):
+            train = cache_line_spectra(self.train_data, phase_seed_base=self.train_phase_seed, **cache)
+        mine = {
+            (pattern, acc, seed): masks[(fm, pattern, acc, seed)].to(self.device) for _, _, pattern, acc, seed in todo
+        }
+        search_losses = self._search_losses(mine, {**cache, "batch_size": self.search_loss_batch})
+        finished = {}
+        for job in tqdm(todo, desc=f"patterns ({fm})", disable=None if is_main_process() else True):
+            _, protocol, pattern, acc, seed = job
+            mask = mine[(pattern, acc, seed)]
+            net = self.network
+            if protocol == "fine_tuned" and pattern != "full":  # full sampling: the pretrained network itself
+                net = fine_tune(
+                    self.network,
+                    train,
+                    mask,
+                    self.fine_tune_epochs,
+                    self.fine_tune_lr,
+                    pe_dim=self.pe_dim,
+                    amp=self.amp,
+                    seed=self.seed,
+                    loss=self.fine_tune_loss,
+                )
+            pred, label = self.scorer.predict(net, test, mask, self.pe_dim, self.amp)
+            metrics, detail = self.scorer.score(pred, label, self.test_data)
+            if search_losses:
+                metrics = {"search_loss": search_losses[(pattern, acc, seed)], **metrics}
+            row = self._row(fm, protocol, pattern, acc, seed, mask, metrics)
+            finished[keys[job]] = done[keys[job]] = {"row": row, "detail": detail}
+            self._save_state(expected, done)
+            shown = ", ".join(f"{k} {row[k]:.4f}" for k, _, _ in self.scorer.tables())
+            seed_text = "" if seed is None else f" seed {seed}"
+            logger.info("%s %s %s x%d%s: %s", fm, protocol, pattern, acc, seed_text, shown)
+        return finished
 
     def _search_losses(self, masks: dict[tuple, torch.Tensor], cache: dict) -> dict[tuple, float]:
         """``{(pattern, acc, seed): the search loss of its mask on the training slices}`` (empty without

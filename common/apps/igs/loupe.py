@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common.apps.igs.fingerprint import acquisition_settings, check_fingerprint, search_fingerprint
 from common.apps.igs.objective import (
     FORWARD_MODELS,
     Normalize,
+    RankBatches,
     autocast_settings,
     cache_line_spectra,
     igs_loss,
@@ -31,6 +33,7 @@ from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.functional import check_pe_dim
 from common.transforms.kspace.masks import num_lines, save_line_pattern
 from common.utils.atomic_io import atomic_path
+from common.utils.distributed import all_reduce_sum, barrier, is_distributed, is_main_process, rank_and_world, shard
 
 __all__ = [
     "PROB_SLOPE",
@@ -40,6 +43,7 @@ __all__ = [
     "renormalize_probability",
     "relaxed_line_mask",
     "top_lines",
+    "RelaxedLineMask",
     "LOUPE",
 ]
 
@@ -120,6 +124,25 @@ def top_lines(theta: torch.Tensor, n: int) -> tuple[torch.Tensor, list[list[int]
     return (mask_t if theta.ndim == 2 else mask_t[0]), orders
 
 
+class RelaxedLineMask(nn.Module):
+    """LOUPE's trainable part: the line logits ``theta`` (the parameter a ``DistributedDataParallel`` wrapper
+    synchronises) and the relaxed sample :func:`relaxed_line_mask` at sparsity ``alpha``.
+
+    Args:
+        theta: the starting logits ``(W,)`` or ``(C, W)``.
+        alpha: the sparsity ``1 / acceleration``.
+    """
+
+    def __init__(self, theta: torch.Tensor, alpha: float) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(theta.detach().clone())
+        self.alpha = float(alpha)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """``u`` uniform draws in ``[0, 1)`` of ``theta``'s shape -> the relaxed mask of that shape."""
+        return relaxed_line_mask(self.theta, self.alpha, u)
+
+
 class LOUPE:
     """LOUPE line patterns for a frozen segmentation network, one independent optimisation per acceleration.
 
@@ -151,6 +174,16 @@ class LOUPE:
     an uninterrupted run, and refuses one made with other settings. The state file is deleted once the pattern is
     written. With ``time_limit``, a run that has passed that many seconds after an epoch saves the state and returns
     without the patterns not yet written (the same command continues), so 100 epochs can span several sittings.
+
+    Under ``torchrun`` (the process group joined, e.g. by :func:`common.utils.distributed.init_distributed`) the
+    logits are a :class:`RelaxedLineMask` wrapped in ``DistributedDataParallel``: every rank draws the same batch order
+    and ``u`` (the same seeded generator), takes its share of each batch of ``batch_size`` slices (every ``world``-th
+    slice, the batch first padded by its own first slices to a multiple of ``world``, as ``DistributedSampler`` pads
+    an epoch), and the gradients of the ranks' losses are averaged before the clip and the Adam step, so every rank
+    holds the same ``theta``. An epoch keeps its number of steps and each step its ``batch_size`` slices; the pooled
+    Dice of a step is pooled over a rank's share, so the result is close to, not equal to, one process's. The epoch
+    loss is averaged over the ranks and the time limit is checked by all of them together (any rank past it stops
+    every one). Rank 0 writes the states, patterns and figure; a rerun resumes from them with any number of ranks.
 
     Args:
         network: segmentation network pretrained on fully sampled images; ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
@@ -308,8 +341,14 @@ class LOUPE:
         return state
 
     def _save_state(self, state: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
         with atomic_path(self.state_path(state["acceleration"])) as tmp:
             torch.save(state, tmp)
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (every rank gets the same answer)."""
+        return bool(all_reduce_sum(torch.tensor([float(flag)], device=self.device)) > 0)
 
     def _cache(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All slices' line spectra complex64 ``(N, C, H, W)`` and labels ``(N, 1, H, W)`` on ``device``."""
@@ -343,32 +382,41 @@ class LOUPE:
         the end of the first epoch after ``time.perf_counter()`` passed ``deadline``; saves the state as the class
         docstring says and returns the last one (its ``epoch``: the epochs done)."""
         t0 = time.perf_counter()
-        alpha = 1.0 / acceleration
         rows = self.channels if self.per_channel else 1
         theta0 = triangle_logits(self.width).repeat(rows, 1)
-        theta = nn.Parameter((theta0 if self.per_channel else theta0[0]).to(self.device))
+        theta0 = theta0 if self.per_channel else theta0[0]
+        relaxed = RelaxedLineMask(theta0 if state is None else state["theta"], 1.0 / acceleration).to(self.device)
+        theta = relaxed.theta
+        sample = relaxed
+        if is_distributed():  # the same theta on every rank (rank 0's, broadcast), gradients averaged over them
+            sample = DistributedDataParallel(relaxed, device_ids=[self.device] if self.device.type == "cuda" else None)
         optimizer = torch.optim.Adam([theta], lr=self.lr, weight_decay=0.0)
         generator = torch.Generator().manual_seed(self.seed)
         if state is not None:
-            with torch.no_grad():
-                theta.copy_(state["theta"])
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"])
+        world = rank_and_world()[1]
         first = 0 if state is None else state["epoch"]
         history = [] if state is None else list(state["loss_history"])
         before = 0.0 if state is None else state["seconds"]  # spent in earlier sittings
         n = spectra.shape[0]
         bar = tqdm(
-            range(first, self.epochs), initial=first, total=self.epochs, desc=f"LOUPE x{acceleration:g}", disable=None
+            range(first, self.epochs),
+            initial=first,
+            total=self.epochs,
+            desc=f"LOUPE x{acceleration:g}",
+            disable=None if is_main_process() else True,
         )
         for epoch in bar:
             order = torch.randperm(n, generator=generator)
             total = torch.zeros((), device=self.device)
             steps = 0
             for start in range(0, n, self.batch_size):
-                index = order[start : start + self.batch_size].to(self.device)
+                batch = order[start : start + self.batch_size].tolist()
+                batch += batch[: -len(batch) % world]  # padded to a multiple of the ranks (none in one process)
+                index = torch.as_tensor(shard(batch), device=self.device)
                 u = torch.rand(theta.shape, generator=generator).to(self.device)  # one draw per line per batch
-                loss = self._loss(spectra[index], labels[index], relaxed_line_mask(theta, alpha, u))
+                loss = self._loss(spectra[index], labels[index], sample(u))
                 optimizer.zero_grad(set_to_none=True)
                 (loss * self.loss_scale).backward()
                 if self.loss_scale != 1.0:
@@ -377,13 +425,14 @@ class LOUPE:
                 optimizer.step()
                 total += loss.detach()
                 steps += 1
-            history.append(float(total) / steps)  # one host sync per epoch
+            summed = all_reduce_sum(torch.tensor([float(total), float(steps)], dtype=torch.float64, device=self.device))
+            history.append(float(summed[0]) / float(summed[1]))  # one host sync per epoch: mean over steps and ranks
             bar.set_postfix(loss=f"{history[-1]:.4f}")
             if (epoch + 1) % max(1, self.epochs // 10) == 0 or epoch + 1 == self.epochs:
                 logger.info(
                     "LOUPE x%g: epoch %d/%d, relaxed loss %.4f", acceleration, epoch + 1, self.epochs, history[-1]
                 )
-            stop = deadline is not None and time.perf_counter() >= deadline
+            stop = deadline is not None and self._any_rank(time.perf_counter() >= deadline)
             if stop or (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs:
                 state = {
                     "fingerprint": fingerprint,
@@ -450,12 +499,24 @@ class LOUPE:
             t0 = time.perf_counter()
             theta, history = state["theta"], state["loss_history"]
             mask, orders = top_lines(theta, self.budgets[acc])
-            batches = list(zip(spectra.split(self.batch_size), labels.split(self.batch_size)))
+            batches = RankBatches.deal(list(zip(spectra.split(self.batch_size), labels.split(self.batch_size))))
             search_loss = mask_loss(  # mean batch loss of the binary pattern over all slices in data order
                 self.network, batches, mask.to(self.device), self.loss_fn, self.pe_dim, self.amp, self.normalize
             )
             seconds = state["seconds"] + time.perf_counter() - t0  # every sitting's epochs and this evaluation
-            written[acc] = save_line_pattern(
+            histories[acc], search_losses[acc] = history, search_loss
+            written[acc] = self.pattern_path(acc)
+            logger.info(
+                "LOUPE x%g: %d lines, loss %.4f at the binary pattern, %.1f s -> %s",
+                acc,
+                self.budgets[acc],
+                search_loss,
+                seconds,
+                written[acc],
+            )
+            if not is_main_process():
+                continue
+            save_line_pattern(
                 self.pattern_path(acc),
                 mask,
                 order=None if self.per_channel else orders[0],
@@ -477,14 +538,6 @@ class LOUPE:
                 fingerprint=expected,
             )
             self.state_path(acc).unlink()
-            histories[acc], search_losses[acc] = history, search_loss
             plot_loupe_loss(histories, search_losses, self.loss_figure_path())
-            logger.info(
-                "LOUPE x%g: %d lines, loss %.4f at the binary pattern, %.1f s -> %s",
-                acc,
-                self.budgets[acc],
-                search_loss,
-                seconds,
-                written[acc],
-            )
+        barrier()  # every rank waits for rank 0's files
         return {a: written[a] for a in self.budgets if a in written}

@@ -1,12 +1,13 @@
 """What a line pattern costs the frozen network: the cached k-space under each forward model, the network input, the
-search losses, their mask gradient and value (with mixed precision), and the ranking of candidate lines."""
+search losses, their mask gradient and value (with mixed precision, and summed over ``torchrun`` ranks in a fixed
+order), and the ranking of candidate lines."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.functional import line_spectrum, undersample_lines
 from common.transforms.kspace.phase import FORWARD_MODELS, apply_phase, check_forward_model, phase_seed, smooth_phase
+from common.utils.distributed import all_reduce_sum, shard
 
 __all__ = [
     "FP16_LOSS_SCALE",
@@ -26,11 +28,13 @@ __all__ = [
     "Normalize",
     "LossFn",
     "Batches",
+    "RankBatches",
     "LOSSES",
     "FORWARD_MODELS",
     "igs_loss",
     "slice_key",
     "cache_line_spectra",
+    "cache_rank_batches",
     "network_input",
     "network_logits",
     "autocast_settings",
@@ -48,6 +52,27 @@ underflowing in fp16 and is divided out of the mask gradient again, so it does n
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+class RankBatches(NamedTuple):
+    """This ``torchrun`` rank's share of a list of batches: :func:`mask_gradient` and :func:`mask_loss` given one sum
+    each batch's contribution over the ranks in the order of the whole list, so every rank gets the value one process
+    gets from the whole list (one process: the whole list, the one-rank case).
+
+    ``batches``: the batches this rank holds; ``positions``: their indices in the whole list; ``total``: its length.
+    """
+
+    batches: Batches
+    positions: Sequence[int]
+    total: int
+
+    @classmethod
+    def deal(cls, batches: Batches) -> RankBatches:
+        """Every ``world``-th batch of the whole list ``batches`` from position ``rank``
+        (:func:`~common.utils.distributed.shard`)."""
+        mine = shard(list(enumerate(batches)))
+        return cls([b for _, b in mine], [i for i, _ in mine], len(batches))
+
 
 LOSSES = ("dice", "dice_pooled", "dice_ce", "ce", "l1", "ssim", "ssim_l1")
 
@@ -155,6 +180,27 @@ def cache_line_spectra(
     return batches
 
 
+def cache_rank_batches(
+    items: Sequence[dict],
+    pe_dim: int = -1,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    forward_model: str = "magnitude",
+    phase_seed_base: int = 0,
+    max_phase: float = math.pi,
+) -> RankBatches:
+    """This rank's share of the batches :func:`cache_line_spectra` makes of ``items`` (every ``world``-th batch of
+    ``batch_size`` consecutive slices, :func:`~common.utils.distributed.shard`): only those slices' k-space is computed
+    and kept on ``device``, so a rank holds ``1 / world`` of the cache. One process holds every batch."""
+    starts = shard(list(enumerate(range(0, len(items), batch_size))))
+    settings = {"forward_model": forward_model, "phase_seed_base": phase_seed_base, "max_phase": max_phase}
+    batches = [
+        cache_line_spectra(items[start : start + batch_size], pe_dim, batch_size, device, **settings)[0]
+        for _, start in starts
+    ]
+    return RankBatches(batches, [i for i, _ in starts], math.ceil(len(items) / batch_size))
+
+
 def network_input(
     spectrum: torch.Tensor, mask: torch.Tensor, pe_dim: int = -1, normalize: Normalize | None = zscore_slices
 ) -> torch.Tensor:
@@ -212,9 +258,26 @@ def _group_loss(
     return torch.stack(parts).sum(), len(parts)
 
 
+def _rank_share(batches: Batches | RankBatches) -> tuple[RankBatches, bool]:
+    """``batches`` as a :class:`RankBatches` (a plain list: all of it, positions in order) and whether it is a rank's
+    share (its sums go over the ranks)."""
+    if isinstance(batches, RankBatches):
+        return batches, True
+    return RankBatches(batches, range(len(batches)), len(batches)), False
+
+
+def _sum_in_order(parts: torch.Tensor, over_ranks: bool) -> torch.Tensor:
+    """The float64 per-batch ``parts`` ``(total, ...)`` (a rank's own rows filled, the others zero) summed over the
+    ranks (exact: each row is non-zero on one rank only) and then over the batches in list order: the same bits on
+    every rank and for any number of ranks."""
+    if over_ranks:
+        all_reduce_sum(parts)
+    return parts.sum(0)
+
+
 def mask_gradient(
     network: nn.Module,
-    batches: Batches,
+    batches: Batches | RankBatches,
     mask: torch.Tensor,
     loss_fn: LossFn,
     pe_dim: int = -1,
@@ -224,37 +287,43 @@ def mask_gradient(
 ) -> tuple[torch.Tensor, float]:
     """``dLoss/dmask`` summed over all loss groups, and the mean group loss, at the given line mask.
 
-    ``batches`` from :func:`cache_line_spectra`; ``mask`` ``(W,)`` or ``(C, W)`` on their device -> gradient of the
-    same shape (float32, on that device) and a float. The loss is evaluated on consecutive groups of ``loss_batch``
-    slices of each batch (the whole batch when None), so the batch size, a memory and speed setting, does not change
-    a batch-pooled loss. The network is applied as it is (call ``eval()`` and freeze it first). ``amp`` (see
-    :func:`autocast_settings`) autocasts the network only; the FFTs and the loss stay in float32, and the float16
-    path scales the loss by a constant that is divided out again (recomputed in float32, with a warning, if the
-    scaled gradient overflows). The loss is accumulated on the device: one host synchronisation per call.
+    ``batches`` from :func:`cache_line_spectra` (or this rank's share, :class:`RankBatches`); ``mask`` ``(W,)`` or
+    ``(C, W)`` on their device -> gradient of the same shape (float32, on that device) and a float. The loss is
+    evaluated on consecutive groups of ``loss_batch`` slices of each batch (the whole batch when None), so the batch
+    size, a memory and speed setting, does not change a batch-pooled loss. Each batch's gradient and loss are kept
+    apart in float64 and summed in the order of the batches (over the ranks for a :class:`RankBatches`), so the result
+    does not depend on how the batches were dealt. The network is applied as it is (call ``eval()`` and freeze it
+    first). ``amp`` (see :func:`autocast_settings`) autocasts the network only; the FFTs and the loss stay in float32,
+    and the float16 path scales the loss by a constant that is divided out again (recomputed in float32, with a
+    warning, if the scaled gradient overflows). The loss is accumulated on the device: one host synchronisation per
+    call.
     """
+    share, over_ranks = _rank_share(batches)
+    if share.total == 0:
+        raise ValueError("batches: expected at least one batch of slices, found none")
     dtype, scale = autocast_settings(mask.device, amp)
     weights = mask.detach().clone().requires_grad_(True)
-    total = torch.zeros((), device=mask.device)
-    groups = 0
-    for spectrum, label in batches:
+    grads = torch.zeros(share.total, *mask.shape, dtype=torch.float64, device=mask.device)
+    losses = torch.zeros(share.total, 2, dtype=torch.float64, device=mask.device)  # per batch: loss sum, groups
+    for position, (spectrum, label) in zip(share.positions, share.batches):
         logits = network_logits(network, network_input(spectrum, weights, pe_dim, normalize), dtype)
         loss, n = _group_loss(loss_fn, logits, label, loss_batch)
-        (loss * scale if scale != 1.0 else loss).backward()
-        total += loss.detach()
-        groups += n
-    if weights.grad is None:
-        raise ValueError("batches: expected at least one batch of slices, found none")
-    grad = weights.grad.detach() / scale
+        (grad,) = torch.autograd.grad(loss * scale if scale != 1.0 else loss, weights)
+        grads[position] = grad.double() / scale
+        losses[position, 0] = loss.detach().double()
+        losses[position, 1] = n
+    grad = _sum_in_order(grads, over_ranks)
     if scale != 1.0 and not bool(torch.isfinite(grad).all()):
         warnings.warn(f"IGS: the float16 mask gradient overflowed at loss scale {scale:g}; recomputed in float32")
         return mask_gradient(network, batches, mask, loss_fn, pe_dim, False, normalize, loss_batch)
-    return grad, float(total) / max(groups, 1)
+    total, groups = _sum_in_order(losses, over_ranks).tolist()
+    return grad.float(), total / max(groups, 1)
 
 
 @torch.no_grad()
 def mask_loss(
     network: nn.Module,
-    batches: Batches,
+    batches: Batches | RankBatches,
     mask: torch.Tensor,
     loss_fn: LossFn,
     pe_dim: int = -1,
@@ -262,17 +331,18 @@ def mask_loss(
     normalize: Normalize | None = zscore_slices,
     loss_batch: int | None = None,
 ) -> float:
-    """The mean group loss at ``mask`` as in :func:`mask_gradient`, from a forward pass only (no gradient)."""
+    """The mean group loss at ``mask`` as in :func:`mask_gradient` (summed in the same order, over the ranks for a
+    :class:`RankBatches`), from a forward pass only (no gradient)."""
+    share, over_ranks = _rank_share(batches)
     dtype, _ = autocast_settings(mask.device, amp)
-    total = torch.zeros((), device=mask.device)
-    groups = 0
-    for spectrum, label in batches:
-        loss, n = _group_loss(
-            loss_fn, network_logits(network, network_input(spectrum, mask, pe_dim, normalize), dtype), label, loss_batch
-        )
-        total += loss
-        groups += n
-    return float(total) / max(groups, 1)
+    losses = torch.zeros(share.total, 2, dtype=torch.float64, device=mask.device)
+    for position, (spectrum, label) in zip(share.positions, share.batches):
+        logits = network_logits(network, network_input(spectrum, mask, pe_dim, normalize), dtype)
+        loss, n = _group_loss(loss_fn, logits, label, loss_batch)
+        losses[position, 0] = loss.double()
+        losses[position, 1] = n
+    total, groups = _sum_in_order(losses, over_ranks).tolist()
+    return total / max(groups, 1)
 
 
 def pick_ties(scores: Mapping[int, float], k: int, rtol: float, priority: Callable[[int], Any]) -> list[int]:

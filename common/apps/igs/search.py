@@ -19,11 +19,12 @@ from common.apps.igs.comparison import CENTER_FRACTIONS, learned_pattern_file
 from common.apps.igs.fingerprint import acquisition_settings, check_fingerprint, search_fingerprint, weights_digest
 from common.apps.igs.objective import (
     FORWARD_MODELS,
-    Batches,
     LossFn,
     Normalize,
+    RankBatches,
     autocast_settings,
     cache_line_spectra,
+    cache_rank_batches,
     igs_loss,
     mask_gradient,
     mask_loss,
@@ -34,6 +35,7 @@ from common.apps.igs.report import plot_channel_patterns, plot_igs_search
 from common.transforms.intensity.array import zscore_slices
 from common.transforms.kspace.masks import line_mask, load_line_pattern, num_lines, save_line_pattern
 from common.utils.atomic_io import atomic_path
+from common.utils.distributed import gather, is_main_process
 
 __all__ = [
     "STARTS",
@@ -87,6 +89,14 @@ class IterativeGradientSampling:
     ``search_seconds``: wall-clock seconds spent until the pattern was final, the k-space caching and earlier
     resumed runs included),
     ``<name>_<forward_model>_state.json`` and ``<name>_<forward_model>_search.png``.
+
+    Under ``torchrun`` (the process group joined, e.g. by :func:`common.utils.distributed.init_distributed`) each rank
+    caches the k-space of its share of the batches of ``data`` only (:func:`~common.apps.igs.cache_rank_batches`; with
+    ``subset_fraction`` < 1 every rank caches every slice, since a step's subset is drawn from all of them, and
+    computes its share of the step's batches) and every gradient, lookahead, guard and swap loss is summed over the
+    ranks batch by batch in float64 in the order of the batches (:class:`~common.apps.igs.RankBatches`): every rank
+    sees the values one process computes, bit for bit on the same device, so it makes the same choices and the
+    patterns are those of one process. Rank 0 writes the state, the patterns and the figures.
 
     Args:
         network: segmentation network pretrained on fully sampled images; ``(B, C, H, W)`` -> logits ``(B, K, H, W)``.
@@ -283,6 +293,8 @@ class IterativeGradientSampling:
         return self.pe_dim, self.amp, self.normalize, self.loss_batch
 
     def _save_state(self, state: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
         with atomic_path(self.state_file) as tmp:
             tmp.write_text(json.dumps(state))
 
@@ -299,18 +311,21 @@ class IterativeGradientSampling:
         logger.info("resuming IGS from %s (%d lines)", self.state_file, len(state["orders"][0]))
         return state
 
-    def _step_batches(self, flat: tuple[torch.Tensor, torch.Tensor], batches: Batches, count: int) -> Batches:
-        """All batches, or a fresh subset of the slices drawn for the step that starts at ``count`` lines."""
-        if self.subset_fraction >= 1.0:
+    def _step_batches(
+        self, flat: tuple[torch.Tensor, torch.Tensor] | None, batches: RankBatches, count: int
+    ) -> RankBatches:
+        """This rank's share of all batches, or of a fresh subset of the slices (of ``flat``, every slice) drawn for
+        the step that starts at ``count`` lines."""
+        if flat is None:
             return batches
         n = len(flat[0])
         rng = np.random.default_rng([self.subset_seed, count])
         chosen = np.sort(rng.choice(n, size=max(1, round(self.subset_fraction * n)), replace=False))
-        index = torch.as_tensor(chosen, device=self.device)
-        return [(flat[0].index_select(0, i), flat[1].index_select(0, i)) for i in index.split(self.batch_size)]
+        share = RankBatches.deal(torch.as_tensor(chosen, device=self.device).split(self.batch_size))
+        return share._replace(batches=[(flat[0].index_select(0, i), flat[1].index_select(0, i)) for i in share.batches])
 
     def _lookahead(
-        self, orders: list[list[int]], row: int, candidates: list[int], k: int, batches: Batches
+        self, orders: list[list[int]], row: int, candidates: list[int], k: int, batches: RankBatches
     ) -> list[int]:
         """The ``k`` candidates whose addition alone gives the lowest loss (ties: the gradient's order)."""
         losses = {}
@@ -364,7 +379,7 @@ class IterativeGradientSampling:
         return out
 
     def _swap(
-        self, orders: list[list[int]], fixed: int, loss: float, batches: Batches
+        self, orders: list[list[int]], fixed: int, loss: float, batches: RankBatches
     ) -> tuple[list[list[int]], float, int]:
         """Improve ``orders`` by loss-lowering swaps (the first ``fixed`` lines of each row stay); returns the
         orders, their loss over ``batches`` and the number of swaps made."""
@@ -393,7 +408,12 @@ class IterativeGradientSampling:
         return orders, loss, swaps
 
     def _finalise(
-        self, orders: list[list[int]], budget: int, acc: float, previous: list[list[int]] | None, batches: Batches
+        self,
+        orders: list[list[int]],
+        budget: int,
+        acc: float,
+        previous: list[list[int]] | None,
+        batches: RankBatches,
     ) -> dict[str, Any]:
         """The pattern kept at ``budget``: the grown ``orders`` refined, or a refined guard of lower loss (see the
         class docstring); ``previous`` is the pattern kept at the previous budget (None at the first)."""
@@ -475,25 +495,23 @@ class IterativeGradientSampling:
         orders, history, seconds, final = state["orders"], state["history"], state["seconds"], state["final"]
         before = seconds[-1][1] if seconds else 0.0  # search time of earlier runs
         target = self.budgets[-1][0]
-        batches = cache_line_spectra(
-            self.data,
-            self.pe_dim,
-            self.batch_size,
-            self.device,
-            forward_model=self.forward_model,
-            phase_seed_base=self.phase_seed_base,
-            max_phase=self.max_phase,
-        )
-        flat = (
-            (torch.cat([s for s, _ in batches]), torch.cat([y for _, y in batches]))
-            if self.subset_fraction < 1
-            else None
-        )
+        cache = {
+            "forward_model": self.forward_model,
+            "phase_seed_base": self.phase_seed_base,
+            "max_phase": self.max_phase,
+        }
+        flat = None
+        if self.subset_fraction < 1:  # a step's subset is drawn from every slice: every rank caches them all
+            every = cache_line_spectra(self.data, self.pe_dim, self.batch_size, self.device, **cache)
+            flat = (torch.cat([s for s, _ in every]), torch.cat([y for _, y in every]))
+            batches = RankBatches.deal(every)
+        else:
+            batches = cache_rank_batches(self.data, self.pe_dim, self.batch_size, self.device, **cache)
         logger.info(
             "IGS (%s): %d slices, width %d, budgets %s", self.prefix, len(self.data), self.width, dict(self.budgets)
         )
         settings = self._settings()
-        bar = tqdm(total=target, initial=len(orders[0]), desc="IGS lines", disable=None)
+        bar = tqdm(total=target, initial=len(orders[0]), desc="IGS lines", disable=None if is_main_process() else True)
         previous = None
         for budget, acc in self.budgets:
             if str(budget) in final:
@@ -524,13 +542,15 @@ class IterativeGradientSampling:
             self._save_state(state)
             logger.info("IGS x%g: search loss %.4f (%s, %d swaps)", acc, kept["loss"], kept["source"], kept["swaps"])
         bar.close()
-        written = self._write_patterns(state)
-        kept_lines = {budget: final[str(budget)]["orders"][0] for budget, _ in self.budgets}
-        plot_igs_search(
-            orders[0], history, self.width, self.budgets, self.output_dir / f"{self.prefix}_search.png", kept_lines
-        )
-        if len(orders) > 1:
-            masks = {acc: self._mask(final[str(budget)]["orders"]) for budget, acc in self.budgets}
-            plot_channel_patterns(masks, self.output_dir / f"{self.prefix}_channels.png", self.channel_names)
+        if is_main_process():
+            written = self._write_patterns(state)
+            kept_lines = {budget: final[str(budget)]["orders"][0] for budget, _ in self.budgets}
+            plot_igs_search(
+                orders[0], history, self.width, self.budgets, self.output_dir / f"{self.prefix}_search.png", kept_lines
+            )
+            if len(orders) > 1:
+                masks = {acc: self._mask(final[str(budget)]["orders"]) for budget, acc in self.budgets}
+                plot_channel_patterns(masks, self.output_dir / f"{self.prefix}_channels.png", self.channel_names)
+        written = gather([written] if is_main_process() else [])[0]  # every rank waits for rank 0's files
         logger.info("IGS search done in %.1f s: %s", time.perf_counter() - t0, {a: str(p) for a, p in written.items()})
         return written
