@@ -48,7 +48,7 @@ from .lgg import (
     read_data_csv,
     scale_percentiles,
 )
-from .metaimage import METAIMAGE_TYPES, MetaImageReader, read_mhd, read_mhd_header, write_mhd
+from .metaimage import METAIMAGE_TYPES, MetaImageReader, check_mhd, read_mhd, read_mhd_header, write_mhd
 from .spine import (
     CSI_SUBSETS,
     SPINE_LABEL_VALUES,
@@ -100,6 +100,7 @@ __all__ = [
     "read_data_csv",
     "scale_percentiles",
     "METAIMAGE_TYPES",
+    "check_mhd",
     "MetaImageReader",
     "read_mhd",
     "read_mhd_header",

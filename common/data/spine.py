@@ -22,7 +22,8 @@ VerSe'20 names carry ``_dir-ax`` / ``_dir-iso`` / ``_dir-sag`` after the subject
 one subject may have several scans (``ses-``/``dir-`` entities), each one item with the subject as its ``case`` so
 that folds never split a patient. VerSe labels: 1-7 C1-C7, 8-19 T1-T12, 20-24 L1-L5, 25 L6, 28 T13 (between T12 and
 L1): :data:`VERSE_ORDER` is the anatomical order used by the traversal. Images are read by MONAI (``LoadImaged``, with
-:class:`~common.data.metaimage.MetaImageReader` for ``.mhd``), reoriented to RAS and resampled to 1 mm in the bundle.
+:class:`~common.data.metaimage.MetaImageReader`, ITK, for ``.mhd``), reoriented to RAS and resampled to 1 mm in the
+bundle.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from common.data.datalist import datalist_path
-from common.data.metaimage import read_mhd
+from common.data.metaimage import check_mhd, read_mhd
 from common.data.problems import raise_problems
 from common.data.splits import fold_of
 
@@ -139,18 +140,15 @@ def find_csi_cases(dataset_dir: str | Path, subsets: Sequence[str] | None = None
 
 
 def _check_mhd(path: Path, problems: list[str]) -> bool:
-    """A ``.mhd`` header names an existing data file (without reading the voxels); False with a problem if not."""
+    """:func:`~common.data.metaimage.check_mhd` (header keys, element type, data file and its size, without reading
+    the voxels); False with its error as a problem if it fails."""
     try:
-        text = path.read_text(errors="replace")
+        check_mhd(path)
     except OSError as e:
         problems.append(f"{path}: expected a readable MetaImage header, found {e}")
         return False
-    m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", text, re.M)
-    if m is None or not re.search(r"^\s*DimSize\s*=", text, re.M):
-        problems.append(f"{path}: expected a MetaImage header with DimSize and ElementDataFile, found neither or one")
-        return False
-    if m.group(1).upper() != "LOCAL" and not (path.parent / m.group(1)).is_file():
-        problems.append(f"{path}: expected its data file {path.parent / m.group(1)}, found none")
+    except ValueError as e:  # names the file
+        problems.append(str(e))
         return False
     return True
 
@@ -167,7 +165,7 @@ def _check_pair(image_path: Path, label_path: Path, read, problems: list[str]) -
     try:
         image, i_affine = read(image_path)
         label, l_affine = read(label_path)
-    except Exception as e:  # nibabel and the MetaImage reader raise several types for damaged files
+    except Exception as e:  # nibabel and ITK raise several types for damaged files
         problems.append(f"{image_path} / {label_path}: expected a readable image and label, found {e}")
         return
     if label.shape != image.shape:

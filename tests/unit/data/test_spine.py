@@ -1,15 +1,14 @@
-"""MetaImage I/O, the CSI 2014 and VerSe layouts (every problem at once, naming files), and the synthetic spine."""
+"""The CSI 2014 and VerSe layouts (every problem at once, naming files) and the synthetic spine (MetaImage I/O:
+test_metaimage.py)."""
 
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
 import pytest
-from monai.transforms import LoadImage
 from scipy import ndimage
 
 from common.data import (
-    MetaImageReader,
     csi_datalist,
     find_csi_cases,
     read_mhd,
@@ -18,28 +17,6 @@ from common.data import (
     write_mhd,
 )
 from common.synthetic.spine import synthetic_spine, write_synthetic_spine
-
-
-def test_mhd_round_trip_and_ras_affine(tmp_path):
-    a = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5) - 30
-    write_mhd(tmp_path / "x.mhd", a, (0.5, 0.7, 2.0), origin=(1.0, 2.0, 3.0))
-    b, affine = read_mhd(tmp_path / "x.mhd")
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(affine, [[-0.5, 0, 0, -1], [0, -0.7, 0, -2], [0, 0, 2, 3], [0, 0, 0, 1]])
-    # x fastest on disk, as MetaImage stores it
-    np.testing.assert_array_equal(np.fromfile(tmp_path / "x.raw", dtype="<i2")[:3], a[:3, 0, 0])
-    img = LoadImage(reader=MetaImageReader(), image_only=True, ensure_channel_first=True)(str(tmp_path / "x.mhd"))
-    assert img.shape == (1, 3, 4, 5) and np.allclose(img.pixdim, (0.5, 0.7, 2.0))
-
-
-def test_mhd_errors_name_the_file(tmp_path):
-    write_mhd(tmp_path / "x.mhd", np.zeros((2, 2, 2), np.uint8), (1, 1, 1))
-    (tmp_path / "x.raw").write_bytes(b"\0" * 5)
-    with pytest.raises(ValueError, match=r"x\.mhd: expected 8 bytes of MET_UCHAR for DimSize \[2, 2, 2\], found 5"):
-        read_mhd(tmp_path / "x.mhd")
-    (tmp_path / "x.raw").unlink()
-    with pytest.raises(ValueError, match="expected its data file"):
-        read_mhd(tmp_path / "x.mhd")
 
 
 def test_synthetic_spine_layout_and_anatomy(tmp_path):
