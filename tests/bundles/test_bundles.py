@@ -155,11 +155,10 @@ ONNX_NETWORKS = [  # (bundle, task configs merged after inference.json, network 
     ("igs_brats", ("classification_inference.json",), "network_def", None),
     ("igs_brats", ("reconstruction_inference.json",), "network_def", None),
     ("deepigeos_brats", (), "rnet_def", (1, 4, 19, 22, 17)),  # image, P-Net label, two geodesic maps
+    ("deepigeos_brats", (), "pnet_crf_def", None),  # P-Net + CRF-Net(f): the CRF's Pairwise-Net as its MLP
 ]
-"""Every network a bundle deploys that ONNX can hold. Not DeepIGeoS' CRF-Net (``pnet_crf_def``, ``rnet_crf_def``):
-its inference path evaluates the Pairwise-Net as an exact piecewise-linear function whose breakpoints come from
-``torch.unique``, a data-dependent size that ``torch.export`` leaves unbounded and the ONNX converter cannot write
-(``OverflowError``); TorchScript holds it (``ckpt_export``)."""
+"""Every network a bundle deploys. DeepIGeoS' CRF-Net exports with its Pairwise-Net as the MLP (eager inference
+evaluates it as the equal piecewise-linear function, whose breakpoint count depends on the weights: not a graph)."""
 
 
 def onnx_converter_kwargs(ndim: int) -> dict:
