@@ -103,8 +103,10 @@ def bench_refinement(
     context: str,
     window: int,
     iterations: int,
-) -> None:
-    """:func:`common.apps.deepigeos.refine` as the MONAI Label refinement will call it, on the whole volume."""
+) -> list[float]:
+    """:func:`common.apps.deepigeos.refine` as the MONAI Label refinement will call it, on the whole volume; returns
+    the step's seconds of the ``optimize_for_inference`` R-Net per tumour size."""
+    totals = []
     net = rnet(3, features=(features,) * 5, compress=features, head_channels=2 * features, context=context)
     net = net.to(device).eval()
     fast = optimize_for_inference(net)
@@ -130,6 +132,8 @@ def bench_refinement(
                 f"CRF-Net(fu) window {window}, {iterations} it {sec['crf']:.2f} s | paste {sec['paste']:.2f} s | "
                 f"step total {sum(sec.values()):.2f} s"
             )
+        totals.append(sum(sec.values()))
+    return totals
 
 
 def loaded_case(shape: Sequence[int], tumour: float, clicks: int) -> tuple[MetaTensor, np.ndarray, list[list[int]]]:
@@ -155,10 +159,12 @@ def bench_clicks(
     context: str,
     window: int,
     iterations: int,
-) -> None:
+) -> list[dict]:
     """Successive clicks of one user through :func:`common.apps.deepigeos.refine_clicks` (the bundle's ``refine``:
     an ``optimize_for_inference`` R-Net of ``features`` channels per block, compressed to half, a head of twice as
-    many; the bundle's defaults with ``--features 8``), without and with a :class:`RefinementCache`."""
+    many; the bundle's defaults with ``--features 8``), without and with a :class:`RefinementCache`; returns one
+    ``{"shape", "click", "cached", "seconds"}`` per click of ``clicks``."""
+    timed: list[dict] = []
     net = rnet(3, features=(features,) * 5, compress=features // 2, head_channels=2 * features, context=context)
     net = optimize_for_inference(net.to(device).eval())
     crf = CRFNet(3, num_classes=2, window=window, iterations=iterations).to(device).eval()
@@ -195,6 +201,8 @@ def bench_clicks(
                     f"{'with' if cached else 'without'} cache: {wall:.2f} s (process CPU {cpu:.2f} s) = {parts} | "
                     f"preprocessing and paste-back {wall - sum(sec.values()):.2f} s; box {box}{differ}"
                 )
+                timed.append({"shape": tuple(shape), "click": k, "cached": cached, "seconds": wall})
+    return timed
 
 
 def bench_geodesic(size: int, repeats: int) -> None:

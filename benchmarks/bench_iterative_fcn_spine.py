@@ -53,7 +53,8 @@ def whole_volumes(configs: Sequence[str], dataset_dir: str, device: torch.device
         )
 
 
-def one_step(patch: int, features: int, repeats: int, device: torch.device) -> None:
+def one_step(patch: int, features: int, repeats: int, device: torch.device) -> float:
+    """Median seconds of one network evaluation (after a warm-up); printed and returned."""
     net = IterativeFCN(features=features).to(device).eval()
     x = torch.randn(1, 2, patch, patch, patch, device=device)
     times = []
@@ -71,6 +72,7 @@ def one_step(patch: int, features: int, repeats: int, device: torch.device) -> N
         f"(b) one network evaluation, {features} channels, patch {patch}^3: median {statistics.median(times):.2f} s "
         f"(min {min(times):.2f}, max {max(times):.2f}, {repeats} repeats)"
     )
+    return statistics.median(times)
 
 
 def main(

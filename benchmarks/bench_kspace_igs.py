@@ -110,7 +110,8 @@ def bench_iteration(size: int, n: int, device: torch.device, features: int, batc
     )
 
 
-def bench_search(size: int, n: int, device: torch.device, features: int, batch: int, out: str) -> None:
+def bench_search(size: int, n: int, device: torch.device, features: int, batch: int, out: str) -> float:
+    """Seconds of a full search to x4 (``size // 4 - 1`` iterations) over ``n`` random slices; printed and returned."""
     net = _unet(features, device)
     items = [
         {"image": torch.rand(1, size, size).numpy(), "label": torch.randint(0, 4, (1, size, size)).float().numpy()}
@@ -127,6 +128,7 @@ def bench_search(size: int, n: int, device: torch.device, features: int, batch: 
         f"(c) full x4 search ({size // 4 - 1} iterations), {n} slices {size}x{size}, U-Net {features} features, on "
         f"{device}: {seconds:.1f} s, {size // 4} lines"
     )
+    return seconds
 
 
 def main(
