@@ -67,9 +67,10 @@ class RankBatches(NamedTuple):
     total: int
 
     @classmethod
-    def deal(cls, batches: Batches) -> RankBatches:
+    def deal(cls, batches: Sequence[Any]) -> RankBatches:
         """Every ``world``-th batch of the whole list ``batches`` from position ``rank``
-        (:func:`~common.utils.distributed.shard`)."""
+        (:func:`~common.utils.distributed.shard`); ``batches`` may stand for the batches by what makes them (their
+        first slices, their slice indices) for the caller to replace with :meth:`_replace`."""
         mine = shard(list(enumerate(batches)))
         return cls([b for _, b in mine], [i for i, _ in mine], len(batches))
 
@@ -192,13 +193,14 @@ def cache_rank_batches(
     """This rank's share of the batches :func:`cache_line_spectra` makes of ``items`` (every ``world``-th batch of
     ``batch_size`` consecutive slices, :func:`~common.utils.distributed.shard`): only those slices' k-space is computed
     and kept on ``device``, so a rank holds ``1 / world`` of the cache. One process holds every batch."""
-    starts = shard(list(enumerate(range(0, len(items), batch_size))))
+    starts = RankBatches.deal(range(0, len(items), batch_size))  # this rank's batches, as their first slices
     settings = {"forward_model": forward_model, "phase_seed_base": phase_seed_base, "max_phase": max_phase}
-    batches = [
-        cache_line_spectra(items[start : start + batch_size], pe_dim, batch_size, device, **settings)[0]
-        for _, start in starts
-    ]
-    return RankBatches(batches, [i for i, _ in starts], math.ceil(len(items) / batch_size))
+    return starts._replace(
+        batches=[
+            cache_line_spectra(items[start : start + batch_size], pe_dim, batch_size, device, **settings)[0]
+            for start in starts.batches
+        ]
+    )
 
 
 def network_input(
